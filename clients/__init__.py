@@ -1,0 +1,1 @@
+"""Placeholder: arrives with the gRPC service (issue 3)."""

@@ -1,0 +1,345 @@
+# cython: freethreading_compatible = True
+"""The allocation core: stock counters in C arrays, taken by compare-and-swap.
+
+It does no I/O and knows nothing of SKUs or channels: the engine maps those to counter
+indices and hands the core flat arrays of lines and sources. Every change to `avail` is an
+atomic compare-and-swap, so `decide()` is correct when several threads run it at once with
+the GIL released; a taker that loses a race retries on the fresh value and never drives a
+counter below its floor.
+"""
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+import struct
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <assert.h>
+
+    static inline int64_t sg_load(int64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    static inline void sg_add(int64_t *p, int64_t d) {
+        __atomic_fetch_add(p, d, __ATOMIC_ACQ_REL);
+    }
+    static inline void sg_store(int64_t *p, int64_t v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    /* Take up to `want` units from *p without going below `floor`. With `exact`, take
+       all of `want` or nothing. Returns the units taken. */
+    static inline int64_t sg_take(int64_t *p, int64_t want, int64_t floor, int exact) {
+        int64_t cur = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+        for (;;) {
+            int64_t room = cur - floor;
+            if (room <= 0 || want <= 0) return 0;
+            int64_t t = room < want ? room : want;
+            if (exact && t < want) return 0;
+            if (__atomic_compare_exchange_n(p, &cur, cur - t, 1,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    #if SG_DEBUG
+                assert(cur - t >= floor);
+    #endif
+                return t;
+            }
+        }
+    }
+    """
+    int64_t sg_load(int64_t *p) nogil
+    void sg_add(int64_t *p, int64_t d) nogil
+    void sg_store(int64_t *p, int64_t v) nogil
+    int64_t sg_take(int64_t *p, int64_t want, int64_t floor, int exact) nogil
+
+# Flags of an operation in decide().
+FLAG_PARTIAL = 1     # grant what there is instead of all-or-nothing
+FLAG_PRESALE = 2     # the channel may sell into a bucket's presale allowance
+
+# Per-line status written by decide().
+LINE_OK = 0
+LINE_SHORT_STOCK = 1
+LINE_SHORT_LIMIT = 2
+
+# Counter record as the store keeps it: on_hand, held, floor (little-endian int64).
+_SNAPSHOT = struct.Struct("<qqq")
+SNAPSHOT_BYTES = _SNAPSHOT.size
+CAPACITY_MIN = 1024
+
+
+cdef class Counters:
+    """A growable table of stock counters, each with `avail`, `on_hand` and a `floor`.
+
+    `floor` is the lowest `avail` that a presale-enabled taker may reach (zero or
+    negative); other takers stop at zero. Growing the table moves the arrays, so `add()`
+    refuses while any thread is inside `decide()`.
+    """
+
+    # `avail` is the only array changed by compare-and-swap; `on_hand` and `floor` change
+    # only under the engine's single-writer discipline. held = on_hand - avail.
+    cdef int64_t *avail
+    cdef int64_t *on_hand
+    cdef int64_t *floor
+    cdef Py_ssize_t size
+    cdef Py_ssize_t capacity
+    cdef int64_t busy   # callers inside decide(): the arrays must not move meanwhile
+
+    def __cinit__(self, Py_ssize_t capacity=CAPACITY_MIN):
+        self.size = 0
+        self.capacity = 0
+        self.busy = 0
+        self.avail = NULL
+        self.on_hand = NULL
+        self.floor = NULL
+        self._grow(max(capacity, CAPACITY_MIN))
+
+    def __dealloc__(self):
+        PyMem_Free(self.avail)
+        PyMem_Free(self.on_hand)
+        PyMem_Free(self.floor)
+
+    cdef int _grow(self, Py_ssize_t need) except -1:
+        cdef Py_ssize_t cap = self.capacity if self.capacity else CAPACITY_MIN
+        if need <= self.capacity:
+            return 0
+        if sg_load(&self.busy) != 0:
+            raise RuntimeError("Counters cannot grow while decide() runs in another thread")
+        while cap < need:
+            cap *= 2
+        cdef int64_t *a = <int64_t *>PyMem_Realloc(self.avail, cap * sizeof(int64_t))
+        if a == NULL:
+            raise MemoryError()
+        self.avail = a
+        a = <int64_t *>PyMem_Realloc(self.on_hand, cap * sizeof(int64_t))
+        if a == NULL:
+            raise MemoryError()
+        self.on_hand = a
+        a = <int64_t *>PyMem_Realloc(self.floor, cap * sizeof(int64_t))
+        if a == NULL:
+            raise MemoryError()
+        self.floor = a
+        memset(self.avail + self.capacity, 0, (cap - self.capacity) * sizeof(int64_t))
+        memset(self.on_hand + self.capacity, 0, (cap - self.capacity) * sizeof(int64_t))
+        memset(self.floor + self.capacity, 0, (cap - self.capacity) * sizeof(int64_t))
+        self.capacity = cap
+        return 0
+
+    cdef int _check(self, Py_ssize_t i) except -1:
+        if i < 0 or i >= self.size:
+            raise IndexError(f"counter {i} out of range 0..{self.size - 1}")
+        return 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, int64_t on_hand=0, int64_t held=0, int64_t floor=0) -> int:
+        """Append a counter and return its index."""
+        if floor > 0:
+            raise ValueError(f"floor must be <= 0, got {floor}")
+        self._grow(self.size + 1)
+        cdef Py_ssize_t i = self.size
+        self.on_hand[i] = on_hand
+        self.avail[i] = on_hand - held
+        self.floor[i] = floor
+        self.size += 1
+        return i
+
+    def reserve_capacity(self, Py_ssize_t n) -> None:
+        """Make room for n counters in one step (used by recovery)."""
+        self._grow(n)
+
+    def available(self, Py_ssize_t i) -> int:
+        self._check(i)
+        return sg_load(&self.avail[i])
+
+    def on_hand_of(self, Py_ssize_t i) -> int:
+        self._check(i)
+        return sg_load(&self.on_hand[i])
+
+    def held(self, Py_ssize_t i) -> int:
+        self._check(i)
+        return sg_load(&self.on_hand[i]) - sg_load(&self.avail[i])
+
+    def floor_of(self, Py_ssize_t i) -> int:
+        self._check(i)
+        return self.floor[i]
+
+    def set_floor(self, Py_ssize_t i, int64_t floor) -> None:
+        self._check(i)
+        if floor > 0:
+            raise ValueError(f"floor must be <= 0, got {floor}")
+        sg_store(&self.floor[i], floor)
+
+    def add_on_hand(self, Py_ssize_t i, int64_t delta) -> None:
+        """Stock arrives or leaves unheld: on_hand and avail move together."""
+        self._check(i)
+        sg_add(&self.on_hand[i], delta)
+        sg_add(&self.avail[i], delta)
+
+    def settle(self, Py_ssize_t i, int64_t qty) -> None:
+        """Held units leave the building (commit): on_hand and held drop, avail stays."""
+        self._check(i)
+        sg_add(&self.on_hand[i], -qty)
+
+    def credit(self, Py_ssize_t i, int64_t qty) -> None:
+        """Held units return (release, expiry, rollback)."""
+        self._check(i)
+        sg_add(&self.avail[i], qty)
+
+    def force_take(self, Py_ssize_t i, int64_t qty) -> None:
+        """Hold units without a floor check: only to restore holds that existed before."""
+        self._check(i)
+        sg_add(&self.avail[i], -qty)
+
+    def try_take(self, Py_ssize_t i, int64_t qty, bint presale=False) -> bool:
+        """Take exactly qty units or none; the floor is 0 unless presale is allowed."""
+        self._check(i)
+        cdef int64_t fl = self.floor[i] if presale else 0
+        return sg_take(&self.avail[i], qty, fl, 1) == qty
+
+    def snapshot(self, indices) -> bytes:
+        """Pack (on_hand, held, floor) of each index, in order, for the store."""
+        parts = []
+        cdef Py_ssize_t i
+        cdef int64_t oh
+        for i in indices:
+            self._check(i)
+            oh = sg_load(&self.on_hand[i])
+            parts.append(_SNAPSHOT.pack(oh, oh - sg_load(&self.avail[i]), self.floor[i]))
+        return b"".join(parts)
+
+    def memory_bytes(self) -> int:
+        """Bytes of C memory held by the arrays (capacity, not size)."""
+        return 3 * self.capacity * sizeof(int64_t)
+
+    def decide(
+        self,
+        Counters limits,
+        const int64_t[::1] op_line_end,
+        const int64_t[::1] op_flags,
+        const int64_t[::1] line_qty,
+        const int64_t[::1] line_limit,
+        const int64_t[::1] line_src_end,
+        const int64_t[::1] srcs,
+        int64_t[::1] taken,
+        int64_t[::1] granted,
+        int64_t[::1] line_status,
+    ) -> int:
+        """Decide a batch of reservations in one call, with the GIL released.
+
+        Operation i owns lines [op_line_end[i-1], op_line_end[i]); line j owns sources
+        [line_src_end[j-1], line_src_end[j]) of `srcs` (counter indices of this table,
+        walked in order, a line split across them when one is short). `line_limit[j]` is
+        an index into `limits` (a per-customer allowance taken with the line) or -1.
+        Without FLAG_PARTIAL an operation is all-or-nothing: a short line gives back what
+        the lines before it took. Outputs: `taken` per source, `granted` and
+        `line_status` per line. Returns the number of operations granted in full.
+        """
+        cdef Py_ssize_t n_ops = op_line_end.shape[0]
+        cdef Py_ssize_t n_lines = line_qty.shape[0]
+        if op_flags.shape[0] != n_ops:
+            raise ValueError("op_flags must have one entry per operation")
+        if line_limit.shape[0] != n_lines or line_src_end.shape[0] != n_lines:
+            raise ValueError("line arrays must have one entry per line")
+        if granted.shape[0] != n_lines or line_status.shape[0] != n_lines:
+            raise ValueError("granted and line_status must have one entry per line")
+        if taken.shape[0] != srcs.shape[0]:
+            raise ValueError("taken must have one entry per source")
+        if n_ops and op_line_end[n_ops - 1] != n_lines:
+            raise ValueError("op_line_end must end at the number of lines")
+        if n_lines and line_src_end[n_lines - 1] != srcs.shape[0]:
+            raise ValueError("line_src_end must end at the number of sources")
+        cdef Py_ssize_t k
+        for k in range(srcs.shape[0]):
+            if srcs[k] < 0 or srcs[k] >= self.size:
+                raise IndexError(f"source counter {srcs[k]} out of range")
+        for k in range(n_lines):
+            if line_limit[k] >= limits.size or line_limit[k] < -1:
+                raise IndexError(f"limit counter {line_limit[k]} out of range")
+            if line_qty[k] <= 0:
+                raise ValueError(f"line quantity must be > 0, got {line_qty[k]}")
+        cdef Py_ssize_t full = 0
+        sg_add(&self.busy, 1)
+        if limits is not self:
+            sg_add(&limits.busy, 1)
+        try:
+            with nogil:
+                full = _decide(self, limits, op_line_end, op_flags, line_qty, line_limit,
+                               line_src_end, srcs, taken, granted, line_status)
+        finally:
+            sg_add(&self.busy, -1)
+            if limits is not self:
+                sg_add(&limits.busy, -1)
+        return full
+
+
+cdef Py_ssize_t _decide(
+    Counters t,
+    Counters lim,
+    const int64_t[::1] op_line_end,
+    const int64_t[::1] op_flags,
+    const int64_t[::1] line_qty,
+    const int64_t[::1] line_limit,
+    const int64_t[::1] line_src_end,
+    const int64_t[::1] srcs,
+    int64_t[::1] taken,
+    int64_t[::1] granted,
+    int64_t[::1] line_status,
+) noexcept nogil:
+    cdef Py_ssize_t i, j, k, j0, j1, k0, k1, jj, kk, full = 0
+    cdef int64_t want, got, got_limit, fl, lidx, flags
+    cdef bint partial, presale, failed
+    j0 = 0
+    for i in range(op_line_end.shape[0]):
+        j1 = op_line_end[i]
+        flags = op_flags[i]
+        partial = (flags & 1) != 0
+        presale = (flags & 2) != 0
+        failed = False
+        for j in range(j0, j1):
+            k0 = line_src_end[j - 1] if j > 0 else 0
+            k1 = line_src_end[j]
+            want = line_qty[j]
+            lidx = line_limit[j]
+            line_status[j] = 0
+            got_limit = want
+            if lidx >= 0:
+                got_limit = sg_take(&lim.avail[lidx], want, 0, 0 if partial else 1)
+                if got_limit < want:
+                    line_status[j] = 2
+            got = 0
+            for k in range(k0, k1):
+                fl = t.floor[srcs[k]] if presale else 0
+                taken[k] = sg_take(&t.avail[srcs[k]], got_limit - got, fl, 0)
+                got += taken[k]
+            if lidx >= 0 and got < got_limit:
+                sg_add(&lim.avail[lidx], got_limit - got)
+            granted[j] = got
+            if got < want and line_status[j] == 0:
+                line_status[j] = 1
+            if got < want and not partial:
+                failed = True
+                # Give back everything this operation took, this line included.
+                for jj in range(j0, j + 1):
+                    for kk in range(line_src_end[jj - 1] if jj > 0 else 0, line_src_end[jj]):
+                        if taken[kk]:
+                            sg_add(&t.avail[srcs[kk]], taken[kk])
+                            taken[kk] = 0
+                    if line_limit[jj] >= 0 and granted[jj]:
+                        sg_add(&lim.avail[line_limit[jj]], granted[jj])
+                    granted[jj] = 0
+                # Lines after the failing one were not tried.
+                for jj in range(j + 1, j1):
+                    granted[jj] = 0
+                    line_status[jj] = 0
+                    for kk in range(line_src_end[jj - 1] if jj > 0 else 0, line_src_end[jj]):
+                        taken[kk] = 0
+                break
+        if not failed:
+            full += 1
+            for j in range(j0, j1):
+                if granted[j] < line_qty[j]:
+                    full -= 1
+                    break
+        j0 = j1
+    return full

@@ -1,0 +1,27 @@
+"""Builds the Cython core; everything else is declared in pyproject.toml."""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+# STOCKGATE_DEBUG=1 builds the core with its expensive invariant checks compiled in.
+DEBUG = os.environ.get("STOCKGATE_DEBUG") == "1"
+
+extensions = [
+    Extension(
+        "stockgate.engine._core",
+        ["engine/_core.pyx"],
+        extra_compile_args=["-O2"],
+        define_macros=[("SG_DEBUG", "1" if DEBUG else "0")],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+        compile_time_env={"SG_DEBUG": DEBUG},
+    )
+)
