@@ -1,0 +1,181 @@
+"""Group commit: everything decided while the previous transaction was being fsynced goes
+into the next one. One writer thread owns every LMDB write transaction.
+
+The engine decides under its lock and stages the records of each decision into the open
+Batch. The writer cuts the batch (also under the lock, so the cut is a consistent state),
+writes it in one transaction, commits, and only then wakes the callers waiting on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import records
+from .errors import EngineClosed, StoreError
+
+
+def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+
+
+class Batch:
+    """The records of many decisions, written and committed together.
+
+    A caller gets its batch as a ticket and waits on it: wait() from a thread,
+    wait_async() from a coroutine. One event and one future per event loop serve every
+    caller of the batch, so a thousand concurrent reservations cost a few wake-ups.
+    """
+
+    __slots__ = ("puts", "events", "dirty", "ops", "done", "error", "_event", "_futures", "_lock")
+
+    def __init__(self) -> None:
+        self.puts: dict[str, dict[bytes, bytes]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.dirty: set[int] = set()  # bucket ids whose counters changed
+        self.ops = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self._event: threading.Event | None = None
+        self._futures: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self.puts or self.events or self.dirty)
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self.puts.setdefault(db, {})[key] = value
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the batch is durable; raise its error if it failed."""
+        with self._lock:
+            if not self.done:
+                if self._event is None:
+                    self._event = threading.Event()
+                event = self._event
+            else:
+                event = None
+        if event is not None and not event.wait(timeout):
+            raise TimeoutError("the store did not commit in time")
+        if self.error is not None:
+            raise self.error
+
+    def wait_async(self) -> asyncio.Future[None]:
+        """A future of the running loop that completes when the batch is durable. It is
+        shared by every waiter of this loop: await it through asyncio.shield()."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            fut = self._futures.get(loop)
+            if fut is None:
+                fut = loop.create_future()
+                if self.done:
+                    _settle(fut, self.error)
+                else:
+                    self._futures[loop] = fut
+        return fut
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Called by the writer once: the batch is durable (error None) or failed."""
+        with self._lock:
+            self.error = error
+            self.done = True
+            self.puts = {}  # the records are in the store now: let them go
+            self.events = []
+            event, futures = self._event, self._futures
+            self._futures = {}
+        if event is not None:
+            event.set()
+        for loop, fut in futures.items():
+            try:
+                loop.call_soon_threadsafe(_settle, fut, error)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+
+class Writer:
+    """The group-commit thread.
+
+    `cut` runs under the engine lock and returns the open batch plus the snapshot of its
+    dirty buckets (or None when there is nothing to write); `tick` runs timers (expiry,
+    campaign windows) between batches; `on_failure` repairs memory after a failed write.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        lock: threading.Lock,
+        cut: Callable[[], tuple[Batch, list[int], bytes] | None],
+        tick: Callable[[], float],
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
+        self._store = store
+        self._cut = cut
+        self._tick = tick
+        self._on_failure = on_failure
+        self.cond = threading.Condition(lock)
+        self.closing = False
+        self.in_flight = 0  # operations of the batch being written
+        self.batches_written = 0
+        self._thread = threading.Thread(target=self._run, name="stockgate-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            delay = self._tick()
+            with self.cond:
+                cut = self._cut()
+                if cut is None:
+                    if self.closing:
+                        return
+                    self.cond.wait(delay)
+                    continue
+                batch = cut[0]
+                self.in_flight = batch.ops
+            self._write(*cut)
+            self.in_flight = 0
+
+    def _write(self, batch: Batch, dirty: list[int], snapshot: bytes) -> None:
+        puts = batch.puts
+        if dirty:
+            width = records.BUCKET.size - 1
+            puts["buckets"] = {
+                records.bucket_id_key(b): records.bucket_value(snapshot[i * width:(i + 1) * width])
+                for i, b in enumerate(dirty)
+            }
+        journal = None
+        if batch.events:
+            first = batch.events[0]["seq"]
+            last = batch.events[-1]["seq"]
+            for ev in batch.events:
+                del ev["seq"]  # implied by the chunk's first seq
+            journal = (records.SEQ.pack(last), records.pack([first, batch.events]))
+        try:
+            self._store.write(puts, journal)
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the callers
+            error = exc if isinstance(exc, StoreError) else StoreError(f"write failed: {exc!r}")
+            batch.finish(error)
+            self._on_failure(error)
+            return
+        self.batches_written += 1
+        batch.finish()
+
+    def wake(self) -> None:
+        """Called under the engine lock when a batch goes from empty to non-empty."""
+        self.cond.notify()
+
+    def close(self) -> None:
+        """Write what is staged, then stop the thread."""
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+        self._thread.join()
+
+
+CLOSED = EngineClosed("the engine is closed")

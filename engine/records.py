@@ -1,0 +1,64 @@
+"""How each record is laid out in the store. Every record starts with its format version,
+so a reader refuses what it does not understand instead of guessing."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from .errors import CorruptRecord
+
+FORMAT_VERSION = 1
+
+# Bucket counters: version byte, then on_hand, held, floor (the core's snapshot layout).
+BUCKET = struct.Struct("<Bqqq")
+BUCKET_ID = struct.Struct(">I")  # big-endian, so LMDB keeps buckets in id order
+SEQ = struct.Struct(">Q")  # journal keys: the last sequence number of a chunk
+_VERSION_BYTE = bytes([FORMAT_VERSION])
+
+
+def bucket_id_key(bucket: int) -> bytes:
+    return BUCKET_ID.pack(bucket)
+
+
+def bucket_value(snapshot: bytes) -> bytes:
+    """One 24-byte core snapshot -> a stored bucket record."""
+    return _VERSION_BYTE + snapshot
+
+
+def decode_bucket(value: bytes) -> tuple[int, int, int]:
+    """A stored bucket record -> (on_hand, held, floor)."""
+    if len(value) != BUCKET.size or value[0] != FORMAT_VERSION:
+        raise CorruptRecord(
+            f"bucket record of {len(value)} bytes, version {value[:1]!r}: "
+            f"expected {BUCKET.size} bytes of version {FORMAT_VERSION}"
+        )
+    _, on_hand, held, floor = BUCKET.unpack(value)
+    return on_hand, held, floor
+
+
+def pack(fields: list[Any]) -> bytes:
+    """A msgpack record: [FORMAT_VERSION, *fields]."""
+    return msgpack.packb([FORMAT_VERSION, *fields], use_bin_type=True)
+
+
+def unpack(value: bytes, what: str) -> list[Any]:
+    """Inverse of pack(); raises CorruptRecord naming `what` on anything unexpected."""
+    try:
+        rec = msgpack.unpackb(value, raw=False, use_list=True, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise CorruptRecord(f"{what}: undecodable record ({exc})") from None
+    if not isinstance(rec, list) or not rec or rec[0] != FORMAT_VERSION:
+        raise CorruptRecord(f"{what}: unknown format (expected version {FORMAT_VERSION})")
+    return rec[1:]
+
+
+def text_key(*parts: str) -> bytes:
+    """A composite key; limits.check_id keeps control characters out of every part."""
+    return "\x00".join(parts).encode("utf-8")
+
+
+def split_key(key: bytes) -> list[str]:
+    return key.decode("utf-8").split("\x00")
