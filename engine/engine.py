@@ -322,10 +322,11 @@ class Engine:
     def flush(self) -> None:
         """Wait until every decision made so far is durable."""
         with self._lock:
-            ticket = self._batch if self._batch else None
-        if ticket is not None:
-            self._wake_writer_if_needed(ticket)
-            ticket.wait()
+            tickets = [t for t in (self._writer.current, self._batch) if t]
+            if self._batch:
+                self._writer.wake()
+        for t in tickets:
+            t.wait()
 
     @property
     def clock(self) -> Clock:
@@ -390,11 +391,6 @@ class Engine:
         if batch.ops == 1:
             self._writer.wake()
         return batch
-
-    def _wake_writer_if_needed(self, ticket: Batch) -> None:
-        with self._lock:
-            if ticket is self._batch:
-                self._writer.wake()
 
     def _wait(self, ticket: Batch | None) -> None:
         if ticket is not None and self.durability == "fsync":
@@ -863,7 +859,8 @@ class Engine:
                         self._add_on_hand(b, variance)
                         deltas.append([b, variance])
                 self._emit(now, "imported", rows=len(chunk), on_hand=deltas)
-                self._alerts(now)
+                # A bulk load would raise an alert per bucket; its deltas say it all.
+                self._touched.clear()
                 ticket = self._staged()
             if ticket is not None:  # one transaction per chunk, even in async mode
                 ticket.wait()
@@ -966,6 +963,8 @@ class Engine:
                     self._writer.wake()
         # A replay of a reservation still on its way to disk waits for that batch too.
         tickets = {id(t): t for _, t in results if t is not None and not t.done}
+        if batch:
+            tickets[id(batch)] = batch
         return [r for r, _ in results], list(tickets.values())
 
     def _sources(self, key: tuple, prefer: tuple[str, ...], sku: str):

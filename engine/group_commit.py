@@ -122,6 +122,7 @@ class Writer:
         self.cond = threading.Condition(lock)
         self.closing = False
         self.in_flight = 0  # operations of the batch being written
+        self.current: Batch | None = None  # the batch being written, if any
         self.batches_written = 0
         self._thread = threading.Thread(target=self._run, name="stockgate-writer", daemon=True)
         self._thread.start()
@@ -136,10 +137,12 @@ class Writer:
                         return
                     self.cond.wait(delay)
                     continue
-                batch = cut[0]
-                self.in_flight = batch.ops
+                self.current = cut[0]
+                self.in_flight = cut[0].ops
             self._write(*cut)
-            self.in_flight = 0
+            with self.cond:
+                self.current = None
+                self.in_flight = 0
 
     def _write(self, batch: Batch, dirty: list[int], snapshot: bytes) -> None:
         puts = batch.puts
