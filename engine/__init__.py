@@ -22,6 +22,7 @@ from .errors import (
     StoreFullError,
 )
 from .outcomes import Outcome
+from .process import tune_gc
 from .reservations import Allocation, IllegalTransition, LineResult, Reservation, Result, State
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "StoreFullError",
     "SystemClock",
     "limits",
+    "tune_gc",
 ]

@@ -138,8 +138,7 @@ class _Res:
         return records.pack([
             self.rid, self.channel, self.customer, self.campaign, int(self.state),
             self.partial, self.created_ms, self.expires_ms, self.resolved_ms, self.lines,
-            self.committed, None if self.commit_req is None else list(self.commit_req),
-            int(self.outcome), [list(x) if isinstance(x, tuple) else x for x in self.req[4]],
+            self.committed, self.commit_req, int(self.outcome), self.req[4],
         ])
 
     @classmethod
@@ -147,6 +146,7 @@ class _Res:
         (rid, channel, customer, campaign, state, partial, created, expires, resolved, lines,
          committed, commit_req, outcome, req_lines) = records.unpack(value, "reservation")
         req_lines = tuple((s, q) for s, q in req_lines)
+        lines = [(s, q, g, tuple(alloc)) for s, q, g, alloc in lines]
         r = cls(rid, channel, customer, campaign, partial, created, expires, lines,
                 (channel, customer, campaign, partial, req_lines), Outcome(outcome))
         r.state = State(state)
@@ -1072,7 +1072,8 @@ class Engine:
                 self._emit(now, "reserved", id=rid, channel=key[0], customer=key[1],
                            campaign=key[2], held=[[b, u] for b, u in self._pairs(lines_out)],
                            expires_ms=r.expires_ms)
-                out[i] = (Result(outcome, self._public(r), False, line_results), None)
+                out[i] = (Result(outcome, self._public(r, line_results), False, line_results),
+                          None)
             self._alerts(now)
         for i in later:
             rid, key, _, _ = checked[i]
@@ -1143,17 +1144,20 @@ class Engine:
                     if taken[kk]:
                         alloc += (srcs[kk], taken[kk])
                         dirty.add(srcs[kk])
+                # From the core's status, not from `granted`: after an all-or-nothing
+                # rollback every line has 0, but only the short one is to blame.
                 if isinstance(sources, Outcome):
                     lo = sources
-                elif g == q:
-                    lo = Outcome.OK
                 elif status[j] == _core.LINE_SHORT_LIMIT:
                     lo = Outcome.CUSTOMER_LIMIT
-                else:
+                elif status[j] == _core.LINE_SHORT_STOCK:
                     lo = Outcome.INSUFFICIENT_STOCK
+                else:
+                    lo = Outcome.OK
                 if lo != Outcome.OK and first_bad is None:
                     first_bad = lo
-                lines_out.append([sku, q, g, alloc])
+                # Tuples of atomics: the cyclic GC stops tracking them.
+                lines_out.append((sku, q, g, tuple(alloc)))
                 line_results.append(LineResult(sku, q, g, lo, self._allocs(alloc)))
                 j += 1
             if total == 0 or (first_bad is not None and not key[3]):
@@ -1177,13 +1181,15 @@ class Engine:
             out.append(Allocation(loc, pool, alloc[x + 1]))
         return tuple(out)
 
-    def _public(self, r: _Res) -> Reservation:
-        lines = []
-        for sku, q, g, alloc in r.lines:
-            lo = Outcome.OK if g == q else Outcome.INSUFFICIENT_STOCK
-            lines.append(LineResult(sku, q, g, lo, self._allocs(alloc)))
+    def _public(self, r: _Res, lines: tuple[LineResult, ...] | None = None) -> Reservation:
+        if lines is None:
+            lines = tuple(
+                LineResult(sku, q, g, Outcome.OK if g == q else Outcome.INSUFFICIENT_STOCK,
+                           self._allocs(alloc))
+                for sku, q, g, alloc in r.lines
+            )
         return Reservation(
-            r.rid, r.channel, r.state, tuple(lines), r.customer, r.campaign, r.created_ms,
+            r.rid, r.channel, r.state, lines, r.customer, r.campaign, r.created_ms,
             r.expires_ms, r.resolved_ms,
             tuple((s, u) for s, u in (r.committed or ())),
         )
