@@ -320,13 +320,14 @@ class Engine:
         self.close()
 
     def flush(self) -> None:
-        """Wait until every decision made so far is durable."""
+        """Wait until every decision made so far is durable (or has failed: its callers
+        got the error, and memory was rebuilt from the store)."""
         with self._lock:
             tickets = [t for t in (self._writer.current, self._batch) if t]
             if self._batch:
                 self._writer.wake()
         for t in tickets:
-            t.wait()
+            t.wait(raise_error=False)
 
     @property
     def clock(self) -> Clock:

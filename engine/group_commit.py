@@ -53,8 +53,9 @@ class Batch:
     def put(self, db: str, key: bytes, value: bytes) -> None:
         self.puts.setdefault(db, {})[key] = value
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until the batch is durable; raise its error if it failed."""
+    def wait(self, timeout: float | None = None, *, raise_error: bool = True) -> None:
+        """Block until the batch is durable; raise its error if it failed (unless told
+        not to: a flush does not own the decisions of a failed batch)."""
         with self._lock:
             if not self.done:
                 if self._event is None:
@@ -64,7 +65,7 @@ class Batch:
                 event = None
         if event is not None and not event.wait(timeout):
             raise TimeoutError("the store did not commit in time")
-        if self.error is not None:
+        if self.error is not None and raise_error:
             raise self.error
 
     def wait_async(self) -> asyncio.Future[None]:
