@@ -69,7 +69,11 @@ def run_check(engine: Engine) -> CheckReport:
     totals = {"received": 0, "adjusted": 0, "committed": 0, "shipped": 0, "arrived": 0,
               "moved": 0}
     events = 0
+    expected_seq = 1
     for first, evs in engine._store.journal_chunks():
+        if first != expected_seq:
+            drift(f"journal: events {expected_seq}..{first - 1} are missing")
+        expected_seq = first + len(evs)
         for i, ev in enumerate(evs):
             events += 1
             total = _TOTAL_OF_KIND.get(ev.get("kind"))

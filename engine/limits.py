@@ -6,6 +6,8 @@ the limit). Relations between limits are asserted at import, so a bad edit fails
 
 from __future__ import annotations
 
+import unicodedata
+
 from .errors import InvalidArgument
 
 # Identifiers, measured in UTF-8 bytes. \x00 separates key parts in the store, so no id
@@ -80,7 +82,9 @@ def check_id(field: str, value: object, max_bytes: int) -> str:
         raise InvalidArgument(field, "must be valid Unicode (no lone surrogates)") from None
     if n > max_bytes:
         raise InvalidArgument(field, f"is {n} bytes; the limit is {max_bytes} bytes (UTF-8)")
-    if not value.isprintable():
+    # isprintable() is the fast test; it also refuses format characters (a ZWJ in an
+    # emoji) and unusual spaces, which are welcome, so only then look closer.
+    if not value.isprintable() and any(unicodedata.category(ch) == "Cc" for ch in value):
         raise InvalidArgument(field, "must not contain control characters")
     return value
 
