@@ -9,6 +9,7 @@ LINE_SHORT_STOCK: int
 LINE_SHORT_LIMIT: int
 SNAPSHOT_BYTES: int
 CAPACITY_MIN: int
+NOGIL_LINES_MIN: int
 
 class Counters:
     def __init__(self, capacity: int = ...) -> None: ...

@@ -65,6 +65,7 @@ LINE_SHORT_LIMIT = 2
 _SNAPSHOT = struct.Struct("<qqq")
 SNAPSHOT_BYTES = _SNAPSHOT.size
 CAPACITY_MIN = 1024
+NOGIL_LINES_MIN = 256  # decide() releases the GIL for batches of at least this many lines
 
 
 cdef class Counters:
@@ -263,7 +264,13 @@ cdef class Counters:
         if limits is not self:
             sg_add(&limits.busy, 1)
         try:
-            with nogil:
+            # Releasing the GIL costs a wait to take it back while other threads run; it
+            # pays only for batches big enough to be worth running beside them.
+            if n_lines >= NOGIL_LINES_MIN:
+                with nogil:
+                    full = _decide(self, limits, op_line_end, op_flags, line_qty, line_limit,
+                                   line_src_end, srcs, taken, granted, line_status)
+            else:
                 full = _decide(self, limits, op_line_end, op_flags, line_qty, line_limit,
                                line_src_end, srcs, taken, granted, line_status)
         finally:
