@@ -55,7 +55,7 @@ def run_check(engine: Engine) -> CheckReport:
         if r.state != State.HELD:
             continue
         live += 1
-        for _, _, g, alloc in r.lines:
+        for _, _, g, alloc, _ in r.lines:
             if sum(alloc[1::2]) != g:
                 drift(f"reservation {r.rid!r}: allocations do not add up to granted {g}")
             for x in range(0, len(alloc), 2):

@@ -126,7 +126,7 @@ class _Res:
         self.created_ms = created_ms
         self.expires_ms = expires_ms
         self.resolved_ms = None
-        # [sku, qty asked, granted, [bucket, units, bucket, units, ...]]
+        # (sku, qty asked, granted, (bucket, units, bucket, units, ...), line outcome)
         self.lines: list[list[Any]] = lines
         self.committed: list[list[Any]] | None = None
         self.commit_req: tuple | None = None
@@ -146,7 +146,7 @@ class _Res:
         (rid, channel, customer, campaign, state, partial, created, expires, resolved, lines,
          committed, commit_req, outcome, req_lines) = records.unpack(value, "reservation")
         req_lines = tuple((s, q) for s, q in req_lines)
-        lines = [(s, q, g, tuple(alloc)) for s, q, g, alloc in lines]
+        lines = [(s, q, g, tuple(alloc), lo) for s, q, g, alloc, lo in lines]
         r = cls(rid, channel, customer, campaign, partial, created, expires, lines,
                 (channel, customer, campaign, partial, req_lines), Outcome(outcome))
         r.state = State(state)
@@ -466,8 +466,10 @@ class Engine:
             where = {"sku": sku, "location": loc, "pool": pool, "available": after}
             if before > 0 >= after:
                 if pool.startswith(CAMPAIGN_POOL_PREFIX):
-                    self._emit(now, "campaign_sold_out",
-                               campaign=pool[len(CAMPAIGN_POOL_PREFIX):], **where)
+                    cid = pool[len(CAMPAIGN_POOL_PREFIX):]
+                    # An ended campaign's pool empties because its rest went home.
+                    if self._campaigns[cid].state != ENDED:
+                        self._emit(now, "campaign_sold_out", campaign=cid, **where)
                 else:
                     self._emit(now, "sold_out", **where)
             elif before <= 0 < after:
@@ -1165,7 +1167,7 @@ class Engine:
                 if lo != Outcome.OK and first_bad is None:
                     first_bad = lo
                 # Tuples of atomics: the cyclic GC stops tracking them.
-                lines_out.append((sku, q, g, tuple(alloc)))
+                lines_out.append((sku, q, g, tuple(alloc), int(lo)))
                 line_results.append(LineResult(sku, q, g, lo, self._allocs(alloc)))
                 j += 1
             if total == 0 or (first_bad is not None and not key[3]):
@@ -1192,9 +1194,8 @@ class Engine:
     def _public(self, r: _Res, lines: tuple[LineResult, ...] | None = None) -> Reservation:
         if lines is None:
             lines = tuple(
-                LineResult(sku, q, g, Outcome.OK if g == q else Outcome.INSUFFICIENT_STOCK,
-                           self._allocs(alloc))
-                for sku, q, g, alloc in r.lines
+                LineResult(sku, q, g, Outcome(lo), self._allocs(alloc))
+                for sku, q, g, alloc, lo in r.lines
             )
         return Reservation(
             r.rid, r.channel, r.state, lines, r.customer, r.campaign, r.created_ms,
@@ -1211,7 +1212,7 @@ class Engine:
             c = self._campaigns.get(r.campaign)
             if c is not None and c.customer_limit:
                 lim = c
-        for li, (sku, _, g, alloc) in enumerate(r.lines):
+        for li, (sku, _, g, alloc, _) in enumerate(r.lines):
             commit_left = keep.get(li, 0) if keep else 0
             released_line = 0
             for x in range(0, len(alloc), 2):
@@ -1239,7 +1240,7 @@ class Engine:
         on_hand = []
         if keep:
             commit_left = dict(keep)
-            for li, (_, _, _, alloc) in enumerate(r.lines):
+            for li, (_, _, _, alloc, _) in enumerate(r.lines):
                 left = commit_left.get(li, 0)
                 for x in range(0, len(alloc), 2):
                     c_units = min(alloc[x + 1], left)
@@ -1406,7 +1407,7 @@ class Engine:
     @staticmethod
     def _pairs(lines: list) -> list[tuple[int, int]]:
         out = []
-        for _, _, _, alloc in lines:
+        for _, _, _, alloc, _ in lines:
             for x in range(0, len(alloc), 2):
                 out.append((alloc[x], alloc[x + 1]))
         return out
@@ -1418,7 +1419,7 @@ class Engine:
             c = self._campaigns.get(r.campaign)
             if c is not None and c.customer_limit:
                 lim = c
-        for sku, _, g, alloc in lines:
+        for sku, _, g, alloc, _ in lines:
             for x in range(0, len(alloc), 2):
                 b = alloc[x]
                 self._touch(b)
