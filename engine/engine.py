@@ -19,7 +19,14 @@ from typing import Any, Literal
 
 from . import _core, limits, records
 from .clock import Clock, SystemClock
-from .errors import Conflict, EngineClosed, InvalidArgument, NotFound, Overloaded
+from .errors import (
+    Conflict,
+    EngineClosed,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    StockgateError,
+)
 from .group_commit import Batch, Writer
 from .limits import check_count, check_id, check_int, check_qty
 from .outcomes import Outcome
@@ -941,28 +948,45 @@ class Engine:
             self._wait(t)
         return results
 
-    def _reserve_many(self, requests: Sequence[ReserveRequest]
-                      ) -> tuple[list[Result], list[Batch]]:
+    def _reserve_many(self, requests: Sequence[ReserveRequest], *, isolate: bool = False
+                      ) -> tuple[list[Result | StockgateError], list[Batch]]:
+        """Decide requests; return their results and the batches to wait for.
+
+        A malformed request raises before anything is decided, naming requests[i] and the
+        field; with `isolate` its slot holds the exception instead and the others go on.
+        """
         if not isinstance(requests, (list, tuple)):
             raise InvalidArgument("requests", "must be a list of ReserveRequest")
         check_count("requests", len(requests), 1, limits.BATCH_OPS_MAX)
-        checked = []
+        single = len(requests) == 1 or isolate  # isolated errors name the caller's field
+        slots: list[Any] = [None] * len(requests)
+        checked: list[tuple | None] = []
         for i, req in enumerate(requests):
-            if not isinstance(req, ReserveRequest):
-                raise InvalidArgument(f"requests[{i}]", "must be a ReserveRequest")
             try:
+                if not isinstance(req, ReserveRequest):
+                    raise InvalidArgument("", "must be a ReserveRequest")
                 checked.append(self._check_request(req))
             except InvalidArgument as exc:
-                if len(requests) == 1:
-                    raise
-                raise InvalidArgument(f"requests[{i}].{exc.field}", exc.problem) from None
+                if not single or not exc.field:
+                    field = f"requests[{i}]" + (f".{exc.field}" if exc.field else "")
+                    exc = InvalidArgument(field, exc.problem)
+                if not isolate:
+                    raise exc from None
+                slots[i] = exc
+                checked.append(None)
         with self._lock:
             now = self._begin()
-            for i, (_, key, _, _) in enumerate(checked):
-                if key[0] not in self._channels:
-                    raise NotFound("channel" if len(checked) == 1 else f"requests[{i}].channel",
-                                   key[0])
-            results = self._decide_reserves(checked, now)
+            for i, c in enumerate(checked):
+                if c is None:
+                    continue
+                exc = self._request_error(c[1], "" if single else f"requests[{i}].")
+                if exc is not None:
+                    if not isolate:
+                        raise exc
+                    slots[i] = exc
+                    checked[i] = None
+            live = [c for c in checked if c is not None]
+            results = self._decide_reserves(live, now) if live else []
             batch = self._batch
             if batch:
                 batch.ops += len(results)
@@ -972,7 +996,23 @@ class Engine:
         tickets = {id(t): t for _, t in results if t is not None and not t.done}
         if batch:
             tickets[id(batch)] = batch
-        return [r for r, _ in results], list(tickets.values())
+        it = iter(results)
+        for i, c in enumerate(checked):
+            if c is not None:
+                slots[i] = next(it)[0]
+        return slots, list(tickets.values())
+
+    def _request_error(self, key: tuple, prefix: str) -> StockgateError | None:
+        """What makes a well-formed request unusable against the current catalogue."""
+        channel, customer, campaign, _, _ = key
+        if channel not in self._channels:
+            return NotFound(prefix + "channel", channel)
+        if campaign is not None and customer is None:
+            c = self._campaigns.get(campaign)
+            if c is not None and c.customer_limit:
+                return InvalidArgument(prefix + "customer", f"is required: campaign "
+                                       f"{campaign!r} has a per-customer limit")
+        return None
 
     def _sources(self, key: tuple, prefer: tuple[str, ...], sku: str):
         """(bucket ids to walk for one line, or an Outcome refusing it)."""
@@ -1007,9 +1047,6 @@ class Engine:
             return Outcome.CAMPAIGN_NOT_ACTIVE
         if channel not in c.channels:
             return Outcome.CHANNEL_NOT_IN_CAMPAIGN
-        if c.customer_limit and customer is None:
-            raise InvalidArgument("customer", f"is required: campaign {campaign!r} has a "
-                                              "per-customer limit")
         return None
 
     def _limit_counter(self, campaign: str, customer: str, sku: str) -> int:
