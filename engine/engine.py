@@ -45,6 +45,9 @@ CAMPAIGN_POOL_PREFIX = "campaign:"
 LOCATION_KINDS = ("warehouse", "store")
 _EMPTY = array("q")
 
+# Which reason a refusal names when several lines are short: the most fundamental.
+_RANK = {Outcome.UNKNOWN_SKU: 0, Outcome.CUSTOMER_LIMIT: 1, Outcome.INSUFFICIENT_STOCK: 2}
+
 # Campaign states.
 SCHEDULED, ACTIVE, ENDED = "scheduled", "active", "ended"
 
@@ -1181,7 +1184,7 @@ class Engine:
         for per_line, key in ops:
             lines_out, line_results = [], []
             total = 0
-            first_bad = None
+            worst = None  # the most fundamental reason a line is short
             for (sku, q), sources in zip(key[4], per_line):
                 k0, k = k, src_end[j]
                 g = granted[j]
@@ -1201,19 +1204,19 @@ class Engine:
                     lo = Outcome.INSUFFICIENT_STOCK
                 else:
                     lo = Outcome.OK
-                if lo != Outcome.OK and first_bad is None:
-                    first_bad = lo
+                if lo != Outcome.OK and (worst is None or _RANK[lo] < _RANK[worst]):
+                    worst = lo
                 # Tuples of atomics: the cyclic GC stops tracking them.
                 lines_out.append((sku, q, g, tuple(alloc), int(lo)))
                 line_results.append(LineResult(sku, q, g, lo, self._allocs(alloc)))
                 j += 1
-            if total == 0 or (first_bad is not None and not key[3]):
+            if total == 0 or (worst is not None and not key[3]):
                 # Refused: the core took nothing (all-or-nothing) or nothing was there.
-                assert total == 0 or not key[3] or first_bad is None
-                out.append((first_bad or Outcome.INSUFFICIENT_STOCK, None, tuple(
+                assert total == 0 or not key[3] or worst is None
+                out.append((worst or Outcome.INSUFFICIENT_STOCK, None, tuple(
                     LineResult(x.sku, x.qty, 0, x.outcome) for x in line_results)))
                 continue
-            out.append((Outcome.OK if first_bad is None else Outcome.PARTIAL, lines_out,
+            out.append((Outcome.OK if worst is None else Outcome.PARTIAL, lines_out,
                         tuple(line_results)))
         return out
 
