@@ -374,11 +374,12 @@ class Engine:
         # fail everything staged on top of them and rebuild memory from what is durable.
         with self._lock:
             pending = self._batch
-            self._load_after_failure()
+            try:
+                self._load()
+            except Exception as exc:  # noqa: BLE001 - cannot trust memory any more
+                self._closed = True
+                error = exc
         pending.finish(error)
-
-    def _load_after_failure(self) -> None:
-        self._load()
 
     # ------------------------------------------------------------------ plumbing
 

@@ -9,12 +9,15 @@ writes it in one transaction, commits, and only then wakes the callers waiting o
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from . import records
-from .errors import EngineClosed, StoreError
+from .errors import StoreError
+
+log = logging.getLogger("stockgate.engine")
 
 
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
@@ -130,7 +133,11 @@ class Writer:
 
     def _run(self) -> None:
         while True:
-            delay = self._tick()
+            try:
+                delay = self._tick()
+            except Exception:  # noqa: BLE001 - a bug in a timer must not stop the commits
+                log.exception("stockgate writer: timer failed; commits go on")
+                delay = 0.05
             with self.cond:
                 cut = self._cut()
                 if cut is None:
@@ -181,5 +188,3 @@ class Writer:
             self.cond.notify()
         self._thread.join()
 
-
-CLOSED = EngineClosed("the engine is closed")
