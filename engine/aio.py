@@ -1,7 +1,8 @@
 """The engine's calls as coroutines: decide at once, then await the group commit.
 
-The decision is made synchronously when the coroutine starts (no await between deciding
-and staging), so a cancelled caller may still have been granted its hold: retry with the
+A reservation is decided on the loop thread, with no await between deciding and staging
+it for the commit. A caller cancelled before the decision is not decided at all; one
+cancelled after it (while the commit is under way) may still hold its units: retry with the
 same reservation id to learn the outcome.
 """
 
@@ -60,7 +61,8 @@ class AsyncEngine:
         return await fut
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        pending = self._pending.pop(loop, [])
+        # A caller cancelled before its turn came is not decided at all.
+        pending = [p for p in self._pending.pop(loop, []) if not p[1].done()]
         step = limits.BATCH_OPS_MAX
         for start in range(0, len(pending), step):
             chunk = pending[start:start + step]

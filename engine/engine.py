@@ -45,6 +45,16 @@ CAMPAIGN_POOL_PREFIX = "campaign:"
 LOCATION_KINDS = ("warehouse", "store")
 _EMPTY = array("q")
 
+def _check_pool(field: str, pool: object) -> str:
+    """A pool a caller may name for stock movements and channel sources: campaign pools
+    are filled and emptied by their campaign alone, or its quota would not add up."""
+    check_id(field, pool, limits.POOL_BYTES_MAX)
+    if pool.startswith(CAMPAIGN_POOL_PREFIX):
+        raise InvalidArgument(field, f"is a campaign pool ({CAMPAIGN_POOL_PREFIX}...); "
+                                     "its campaign moves its stock")
+    return pool
+
+
 # Which reason a refusal names when several lines are short: the most fundamental.
 _RANK = {Outcome.UNKNOWN_SKU: 0, Outcome.CUSTOMER_LIMIT: 1, Outcome.INSUFFICIENT_STOCK: 2}
 
@@ -562,7 +572,7 @@ class Engine:
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                 raise InvalidArgument(f"sources[{i}]", "must be a (location, pool) pair")
             loc = check_id(f"sources[{i}].location", pair[0], limits.LOCATION_BYTES_MAX)
-            pool = check_id(f"sources[{i}].pool", pair[1], limits.POOL_BYTES_MAX)
+            pool = _check_pool(f"sources[{i}].pool", pair[1])
             if (loc, pool) in clean:
                 raise InvalidArgument(f"sources[{i}]", f"repeats ({loc}, {pool})")
             clean.append((loc, pool))
@@ -652,7 +662,7 @@ class Engine:
         """Let presale channels sell this bucket down to -units."""
         check_id("sku", sku, limits.SKU_BYTES_MAX)
         check_id("location", location, limits.LOCATION_BYTES_MAX)
-        check_id("pool", pool, limits.POOL_BYTES_MAX)
+        _check_pool("pool", pool)
         check_int("units", units, 0, limits.PRESALE_UNITS_MAX)
         with self._lock:
             now = self._begin()
@@ -699,7 +709,7 @@ class Engine:
         check_id("location", location, limits.LOCATION_BYTES_MAX)
         check_qty("qty", qty)
         if pool is not None:
-            check_id("pool", pool, limits.POOL_BYTES_MAX)
+            _check_pool("pool", pool)
         if ref is not None:
             check_id("ref", ref, limits.RESERVATION_ID_BYTES_MAX)
         with self._lock:
@@ -727,7 +737,7 @@ class Engine:
         Existing holds stay; if on_hand falls below them, new reservations are blocked."""
         check_id("sku", sku, limits.SKU_BYTES_MAX)
         check_id("location", location, limits.LOCATION_BYTES_MAX)
-        check_id("pool", pool, limits.POOL_BYTES_MAX)
+        _check_pool("pool", pool)
         check_int("on_hand", on_hand, 0, limits.ON_HAND_MAX)
         if ref is not None:
             check_id("ref", ref, limits.RESERVATION_ID_BYTES_MAX)
@@ -757,8 +767,8 @@ class Engine:
         """Rebalance available (never held) units between two pools of one location."""
         check_id("sku", sku, limits.SKU_BYTES_MAX)
         check_id("location", location, limits.LOCATION_BYTES_MAX)
-        check_id("from_pool", from_pool, limits.POOL_BYTES_MAX)
-        check_id("to_pool", to_pool, limits.POOL_BYTES_MAX)
+        _check_pool("from_pool", from_pool)
+        _check_pool("to_pool", to_pool)
         check_qty("qty", qty)
         if from_pool == to_pool:
             raise InvalidArgument("to_pool", "must differ from from_pool")
@@ -782,9 +792,9 @@ class Engine:
         check_id("transfer_id", transfer_id, limits.TRANSFER_ID_BYTES_MAX)
         check_id("sku", sku, limits.SKU_BYTES_MAX)
         check_id("from_location", from_location, limits.LOCATION_BYTES_MAX)
-        check_id("from_pool", from_pool, limits.POOL_BYTES_MAX)
+        _check_pool("from_pool", from_pool)
         check_id("to_location", to_location, limits.LOCATION_BYTES_MAX)
-        check_id("to_pool", to_pool, limits.POOL_BYTES_MAX)
+        _check_pool("to_pool", to_pool)
         check_qty("qty", qty)
         body = [sku, from_location, from_pool, to_location, to_pool, qty]
         with self._lock:
@@ -859,7 +869,7 @@ class Engine:
             clean.append((
                 check_id(f"rows[{i}].sku", sku, limits.SKU_BYTES_MAX),
                 check_id(f"rows[{i}].location", loc, limits.LOCATION_BYTES_MAX),
-                check_id(f"rows[{i}].pool", pool, limits.POOL_BYTES_MAX),
+                _check_pool(f"rows[{i}].pool", pool),
                 check_int(f"rows[{i}].on_hand", on_hand, 0, limits.ON_HAND_MAX),
             ))
         with self._lock:

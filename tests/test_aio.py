@@ -68,7 +68,9 @@ def test_a_cancelled_caller_keeps_its_decision(book):
 
     async def main():
         task = asyncio.ensure_future(book.aio.reserve("R1", "tmall", [("SKU-1", 2)]))
+        await asyncio.sleep(0)  # the task has queued its request
         await asyncio.sleep(0)  # the flush has run: decided and staged
+        assert book.reservation("R1") is not None
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -94,3 +96,19 @@ def test_mutations_as_coroutines(book, clock):
 
     b = run(main())
     assert (b.on_hand, b.held, b.available) == (6, 0, 6)  # 10 received, 4 committed
+
+
+def test_a_caller_cancelled_before_the_flush_is_not_decided(book):
+    book.receive("SKU-1", "WH-EAST", 10, pool="online")
+
+    async def main():
+        task = asyncio.ensure_future(book.aio.reserve("R1", "tmall", [("SKU-1", 2)]))
+        await asyncio.sleep(0)  # queued, not yet decided
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.01)
+
+    run(main())
+    assert book.reservation("R1") is None
+    assert book.stock("SKU-1")[0].held == 0
