@@ -132,6 +132,7 @@ class _Res:
     __slots__ = (
         "rid", "channel", "customer", "campaign", "state", "partial", "created_ms",
         "expires_ms", "resolved_ms", "lines", "committed", "commit_req", "req", "outcome",
+        "amend_outcome",
         "ticket",
     )
 
@@ -151,7 +152,8 @@ class _Res:
         self.committed: list[list[Any]] | None = None
         self.commit_req: tuple | None = None
         self.req = req  # the reserve request's content, to tell a replay from a conflict
-        self.outcome = outcome
+        self.outcome = outcome  # the reserve's first answer, which its replays repeat
+        self.amend_outcome: Outcome | None = None  # the last amend's, for its replays
         self.ticket: Batch | None = None
 
     def encode(self) -> bytes:
@@ -159,12 +161,14 @@ class _Res:
             self.rid, self.channel, self.customer, self.campaign, int(self.state),
             self.partial, self.created_ms, self.expires_ms, self.resolved_ms, self.lines,
             self.committed, self.commit_req, int(self.outcome), self.req[4],
+            None if self.amend_outcome is None else int(self.amend_outcome),
         ])
 
     @classmethod
     def decode(cls, value: bytes) -> _Res:
         (rid, channel, customer, campaign, state, partial, created, expires, resolved, lines,
-         committed, commit_req, outcome, req_lines) = records.unpack(value, "reservation")
+         committed, commit_req, outcome, req_lines, amend_outcome) = records.unpack(
+            value, "reservation")
         req_lines = tuple((s, q) for s, q in req_lines)
         lines = [(s, q, g, tuple(alloc), lo) for s, q, g, alloc, lo in lines]
         r = cls(rid, channel, customer, campaign, partial, created, expires, lines,
@@ -173,6 +177,7 @@ class _Res:
         r.resolved_ms = resolved
         r.committed = committed
         r.commit_req = None if commit_req is None else tuple(tuple(x) for x in commit_req)
+        r.amend_outcome = None if amend_outcome is None else Outcome(amend_outcome)
         return r
 
 
@@ -212,8 +217,8 @@ class Engine:
     Open with Engine(path); close with close() or a `with` block. Every method is
     thread-safe. Mutations return after their transaction is durable (durability
     "fsync", the default) or right after the decision (durability "async": a crash may
-    lose what was acknowledged since the last commit, never more than one batch, and never
-    leaves a half-applied decision). `engine.aio` offers the same calls as coroutines.
+    lose what was acknowledged but not yet committed, the batch being written and the one
+    collecting behind it, and never leaves a half-applied decision). `engine.aio` offers the same calls as coroutines.
 
     Raises InvalidArgument for malformed input (nothing changes), NotFound for unknown
     locations/channels/campaigns in admin calls, Overloaded when too much waits for the
@@ -517,22 +522,28 @@ class Engine:
     def _sweep_due(self, now: int) -> None:
         """Expire holds whose TTL passed and move campaign windows: before any decision
         or read, so nobody ever sees an expired hold counted."""
-        exp = self._expiry
-        while exp and exp[0][0] <= now:
-            t, rid = heapq.heappop(exp)
-            r = self._res.get(rid)
-            if r is not None and r.state == State.HELD and r.expires_ms == t:
-                self._resolve(r, State.EXPIRED, now, "expired")
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            t, cid = heapq.heappop(timers)
-            c = self._campaigns.get(cid)
-            if c is None:
-                continue
-            if c.state == SCHEDULED and t == c.start_ms:
-                self._start_campaign(c, now)
-            elif c.state == ACTIVE and t == c.end_ms:
-                self._end_campaign(c, now, "ended")
+        # In time order across both queues (an expiry first on a tie), so waking late,
+        # after a restart, gives the same book as waking on time.
+        exp, timers = self._expiry, self._timers
+        while True:
+            due_exp = bool(exp) and exp[0][0] <= now
+            due_timer = bool(timers) and timers[0][0] <= now
+            if due_exp and (not due_timer or exp[0][0] <= timers[0][0]):
+                t, rid = heapq.heappop(exp)
+                r = self._res.get(rid)
+                if r is not None and r.state == State.HELD and r.expires_ms == t:
+                    self._resolve(r, State.EXPIRED, now, "expired")
+            elif due_timer:
+                t, cid = heapq.heappop(timers)
+                c = self._campaigns.get(cid)
+                if c is None:
+                    continue
+                if c.state == SCHEDULED and t == c.start_ms:
+                    self._start_campaign(c, now)
+                elif c.state == ACTIVE and t == c.end_ms:
+                    self._end_campaign(c, now, "ended")
+            else:
+                return
 
     # ------------------------------------------------------------------ catalogue
 
@@ -1427,7 +1438,7 @@ class Engine:
                 return Result(Outcome.NOT_HELD, self._public(r)), None
             if tuple((ln[0], ln[1]) for ln in r.lines) == new_lines:
                 pub = self._public(r)
-                return Result(r.outcome, pub, True, pub.lines), r.ticket
+                return Result(r.amend_outcome or r.outcome, pub, True, pub.lines), r.ticket
             key = (r.channel, r.customer, r.campaign, r.partial, new_lines)
             refusal = self._campaign_refusal(key, now)
             if refusal is not None:
@@ -1446,7 +1457,7 @@ class Engine:
                 self._touched.clear()
                 return Result(outcome, None, False, line_results), None
             r.state = transition(r.state, State.HELD)
-            r.lines, r.outcome = lines_out, outcome
+            r.lines, r.amend_outcome = lines_out, outcome
             self._put_res(r)
             self._emit(now, "amended", id=r.rid, channel=r.channel,
                        held=[[b, -u] for b, u in self._pairs(old_lines)]
