@@ -9,7 +9,7 @@ counter below its floor.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memset
 
 import struct
@@ -24,9 +24,6 @@ cdef extern from *:
     }
     static inline void sg_add(int64_t *p, int64_t d) {
         __atomic_fetch_add(p, d, __ATOMIC_ACQ_REL);
-    }
-    static inline void sg_store(int64_t *p, int64_t v) {
-        __atomic_store_n(p, v, __ATOMIC_RELEASE);
     }
     /* Take up to `want` units from *p without going below `floor`. With `exact`, take
        all of `want` or nothing. Returns the units taken. */
@@ -49,7 +46,6 @@ cdef extern from *:
     """
     int64_t sg_load(int64_t *p) nogil
     void sg_add(int64_t *p, int64_t d) nogil
-    void sg_store(int64_t *p, int64_t v) nogil
     int64_t sg_take(int64_t *p, int64_t want, int64_t floor, int exact) nogil
 
 # Flags of an operation in decide().
@@ -65,6 +61,7 @@ LINE_SHORT_LIMIT = 2
 _SNAPSHOT = struct.Struct("<qqq")
 SNAPSHOT_BYTES = _SNAPSHOT.size
 CAPACITY_MIN = 1024
+FLOOR_MIN = -2_000_000_000  # the lowest floor an int32 holds with room to spare
 NOGIL_LINES_MIN = 256  # decide() releases the GIL for batches of at least this many lines
 
 
@@ -80,7 +77,7 @@ cdef class Counters:
     # only under the engine's single-writer discipline. held = on_hand - avail.
     cdef int64_t *avail
     cdef int64_t *on_hand
-    cdef int64_t *floor
+    cdef int32_t *floor  # -(presale allowance), >= -PRESALE_UNITS_MAX: int32 is room enough
     cdef Py_ssize_t size
     cdef Py_ssize_t capacity
     cdef int64_t busy   # callers inside decide(): the arrays must not move meanwhile
@@ -115,13 +112,12 @@ cdef class Counters:
         if a == NULL:
             raise MemoryError()
         self.on_hand = a
-        a = <int64_t *>PyMem_Realloc(self.floor, cap * sizeof(int64_t))
-        if a == NULL:
+        cdef int32_t *f = <int32_t *>PyMem_Realloc(self.floor, cap * sizeof(int32_t))
+        if f == NULL:
             raise MemoryError()
-        self.floor = a
-        memset(self.avail + self.capacity, 0, (cap - self.capacity) * sizeof(int64_t))
-        memset(self.on_hand + self.capacity, 0, (cap - self.capacity) * sizeof(int64_t))
-        memset(self.floor + self.capacity, 0, (cap - self.capacity) * sizeof(int64_t))
+        self.floor = f
+        # No memset: add() writes every slot it hands out, so untouched capacity stays
+        # out of the resident set.
         self.capacity = cap
         return 0
 
@@ -135,8 +131,8 @@ cdef class Counters:
 
     def add(self, int64_t on_hand=0, int64_t held=0, int64_t floor=0) -> int:
         """Append a counter and return its index."""
-        if floor > 0:
-            raise ValueError(f"floor must be <= 0, got {floor}")
+        if floor > 0 or floor < FLOOR_MIN:
+            raise ValueError(f"floor must be between {FLOOR_MIN} and 0, got {floor}")
         self._grow(self.size + 1)
         cdef Py_ssize_t i = self.size
         self.on_hand[i] = on_hand
@@ -167,9 +163,9 @@ cdef class Counters:
 
     def set_floor(self, Py_ssize_t i, int64_t floor) -> None:
         self._check(i)
-        if floor > 0:
-            raise ValueError(f"floor must be <= 0, got {floor}")
-        sg_store(&self.floor[i], floor)
+        if floor > 0 or floor < FLOOR_MIN:
+            raise ValueError(f"floor must be between {FLOOR_MIN} and 0, got {floor}")
+        self.floor[i] = <int32_t>floor
 
     def add_on_hand(self, Py_ssize_t i, int64_t delta) -> None:
         """Stock arrives or leaves unheld: on_hand and avail move together."""
@@ -211,7 +207,7 @@ cdef class Counters:
 
     def memory_bytes(self) -> int:
         """Bytes of C memory held by the arrays (capacity, not size)."""
-        return 3 * self.capacity * sizeof(int64_t)
+        return self.capacity * (2 * sizeof(int64_t) + sizeof(int32_t))
 
     def decide(
         self,
@@ -350,3 +346,6 @@ cdef Py_ssize_t _decide(
                     break
         j0 = j1
     return full
+
+
+include "_index.pxi"

@@ -45,8 +45,8 @@ def run_check(engine: Engine) -> CheckReport:
             drifts.append(msg)
 
     counters = engine._counters
-    n = len(engine._bkey)
-    name = engine._bkey
+    n = len(engine._index)
+    key_of = engine._index.key
 
     # held from the live reservations
     held = [0] * n
@@ -96,7 +96,7 @@ def run_check(engine: Engine) -> CheckReport:
         stored[records.BUCKET_ID.unpack(key)[0]] = records.decode_bucket(value)
 
     for b in range(n):
-        label = "/".join(name[b])
+        label = "/".join(key_of(b))
         mem_on_hand, mem_held = counters.on_hand_of(b), counters.held(b)
         if mem_held != held[b]:
             drift(f"bucket {label}: held is {mem_held}, live reservations hold {held[b]}")

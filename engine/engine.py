@@ -41,6 +41,9 @@ from .reservations import (
 )
 from .store import Store
 
+# Presale floors live in the core as int32.
+assert limits.PRESALE_UNITS_MAX <= -_core.FLOOR_MIN
+
 Durability = Literal["fsync", "async"]
 CAMPAIGN_POOL_PREFIX = "campaign:"
 LOCATION_KINDS = ("warehouse", "store")
@@ -256,10 +259,7 @@ class Engine:
     def _reset_memory(self) -> None:
         self._counters = _core.Counters()
         self._limits = _core.Counters()
-        self._bkey: list[tuple[str, str, str]] = []
-        self._bid: dict[tuple[str, str, str], int] = {}
-        self._names: dict[str, str] = {}  # one shared str per location and pool name
-        self._sku_buckets: dict[str, list[int]] = {}
+        self._index = _core.BucketIndex()  # (sku, location, pool) <-> bucket id
         self._bsafety: dict[int, int] = {}
         self._csafety: dict[tuple[str, str], int] = {}
         self._locations: dict[str, str] = {}
@@ -294,10 +294,10 @@ class Engine:
         for key, value in st.items("bucket_keys"):
             b = records.BUCKET_ID.unpack(key)[0]
             sku, loc, pool = records.unpack(value, "bucket key")
-            if b != len(self._bkey):
+            if b != len(self._index):
                 raise records.CorruptRecord(f"bucket ids are not dense: found {b}")
-            self._index_bucket(sku, loc, pool)
-        self._counters.reserve_capacity(len(self._bkey))
+            self._index.add(sku, loc, pool)
+        self._counters.reserve_capacity(len(self._index))
         n = 0
         for key, value in st.items("buckets"):
             b = records.BUCKET_ID.unpack(key)[0]
@@ -307,7 +307,7 @@ class Engine:
                 n += 1
             self._counters.add(on_hand, held, floor)
             n += 1
-        while n < len(self._bkey):
+        while n < len(self._index):
             self._counters.add()
             n += 1
         for key, value in st.items("catalog"):
@@ -448,21 +448,11 @@ class Engine:
             self._touched[b] = self._counters.available(b)
         self._batch.dirty.add(b)
 
-    def _index_bucket(self, sku: str, loc: str, pool: str) -> int:
-        b = len(self._bkey)
-        # A few locations and pools name a million buckets: share one str of each.
-        names = self._names
-        key = (sku, names.setdefault(loc, loc), names.setdefault(pool, pool))
-        self._bkey.append(key)
-        self._bid[key] = b
-        self._sku_buckets.setdefault(sku, []).append(b)
-        return b
-
     def _bucket(self, sku: str, loc: str, pool: str) -> int:
         """The bucket of (sku, loc, pool), created empty if new."""
-        b = self._bid.get((sku, loc, pool))
-        if b is None:
-            b = self._index_bucket(sku, loc, pool)
+        b = self._index.get(sku, loc, pool)
+        if b < 0:
+            b = self._index.add(sku, loc, pool)
             self._counters.add()
             self._batch.put("bucket_keys", records.bucket_id_key(b), records.pack([sku, loc, pool]))
             self._batch.dirty.add(b)
@@ -478,8 +468,8 @@ class Engine:
         sources, presale = self._channels[channel]
         total = 0
         for loc, pool in sources:
-            b = self._bid.get((sku, loc, pool))
-            if b is not None:
+            b = self._index.get(sku, loc, pool)
+            if b >= 0:
                 total += self._room(b, presale)
         return total
 
@@ -497,7 +487,7 @@ class Engine:
             after = self._counters.available(b)
             if after == before:
                 continue
-            sku, loc, pool = self._bkey[b]
+            sku, loc, pool = self._index.key(b)
             if self._csafety:
                 skus.setdefault(sku, {})[b] = after - before
             safety = self._bsafety.get(b)
@@ -524,7 +514,7 @@ class Engine:
                     continue
                 after = self._chan_avail(channel, sku)
                 sources, presale = self._channels[channel]
-                srcs = {self._bid.get((sku, lo, po)) for lo, po in sources}
+                srcs = {self._index.get(sku, lo, po) for lo, po in sources}
                 moved = sum(d for b, d in deltas.items() if b in srcs)
                 before = after - moved  # exact unless a floor clipped; good enough for alerts
                 if before >= safety > after:
@@ -743,8 +733,8 @@ class Engine:
             self._require_location("location", location)
             split = [(pool, qty)] if pool is not None else self._split(location, sku, qty)
             for p, u in split:  # validate all before changing any
-                b = self._bid.get((sku, location, p))
-                if b is not None and self._counters.on_hand_of(b) + u > limits.ON_HAND_MAX:
+                b = self._index.get(sku, location, p)
+                if b >= 0 and self._counters.on_hand_of(b) + u > limits.ON_HAND_MAX:
                     raise InvalidArgument("qty", f"would bring on_hand over {limits.ON_HAND_MAX}")
             deltas = []
             for p, u in split:
@@ -782,8 +772,8 @@ class Engine:
         return variance
 
     def _movable(self, sku: str, loc: str, pool: str, qty: int) -> int:
-        b = self._bid.get((sku, loc, pool))
-        avail = 0 if b is None else self._counters.available(b)
+        b = self._index.get(sku, loc, pool)
+        avail = 0 if b < 0 else self._counters.available(b)
         if avail < qty:
             raise Conflict("qty", f"is {qty}; only {max(avail, 0)} available in "
                                   f"({sku}, {loc}, {pool})")
@@ -1061,9 +1051,9 @@ class Engine:
             c = self._campaigns[campaign]
             if sku not in c.quotas:
                 return Outcome.UNKNOWN_SKU
-            b = self._bid.get((sku, c.location, c.pool))
-            return [] if b is None else [b]
-        if sku not in self._sku_buckets:
+            b = self._index.get(sku, c.location, c.pool)
+            return [] if b < 0 else [b]
+        if not self._index.has_sku(sku):
             return Outcome.UNKNOWN_SKU
         sources = self._channels[channel][0]
         if prefer:
@@ -1071,8 +1061,8 @@ class Engine:
             sources = sorted(sources, key=lambda s: rank.get(s[0], len(rank)))
         out = []
         for loc, pool in sources:
-            b = self._bid.get((sku, loc, pool))
-            if b is not None:
+            b = self._index.get(sku, loc, pool)
+            if b >= 0:
                 out.append(b)
         return out
 
@@ -1264,7 +1254,7 @@ class Engine:
     def _allocs(self, alloc: list[int]) -> tuple[Allocation, ...]:
         out = []
         for x in range(0, len(alloc), 2):
-            _, loc, pool = self._bkey[alloc[x]]
+            loc, pool = self._index.place(alloc[x])
             out.append(Allocation(loc, pool, alloc[x + 1]))
         return tuple(out)
 
@@ -1579,8 +1569,8 @@ class Engine:
         c.state = ACTIVE
         deltas = []
         for sku, quota in c.quotas.items():
-            src = self._bid.get((sku, c.location, c.source_pool))
-            room = 0 if src is None else max(0, self._counters.available(src))
+            src = self._index.get(sku, c.location, c.source_pool)
+            room = 0 if src < 0 else max(0, self._counters.available(src))
             carve = min(quota, room)
             dst = self._bucket(sku, c.location, c.pool)
             if carve:
@@ -1601,8 +1591,8 @@ class Engine:
         self._mark_ended(c)
         deltas = []
         for sku in c.quotas:
-            b = self._bid.get((sku, c.location, c.pool))
-            if b is not None:
+            b = self._index.get(sku, c.location, c.pool)
+            if b >= 0:
                 deltas += self._return_to_source(b, log=False)
         self._put_campaign(c)
         self._emit(now, "campaign_ended", campaign=c.cid, reason=kind,
@@ -1611,11 +1601,9 @@ class Engine:
 
     def _mark_ended(self, c: _Campaign) -> None:
         for sku in c.quotas:
-            b = self._bid.get((sku, c.location, c.pool))
-            src = self._bid.get((sku, c.location, c.source_pool))
-            if b is not None:
-                if src is None:
-                    src = self._bucket(sku, c.location, c.source_pool)
+            b = self._index.get(sku, c.location, c.pool)
+            if b >= 0:
+                src = self._bucket(sku, c.location, c.source_pool)
                 self._ended_pools[b] = src
 
     def _return_to_source(self, b: int, log: bool = True) -> list[list[int]]:
@@ -1626,7 +1614,7 @@ class Engine:
         src = self._ended_pools[b]
         self._add_on_hand(b, -back)
         self._add_on_hand(src, back)
-        sku, _, pool = self._bkey[b]
+        sku, _, pool = self._index.key(b)
         c = self._campaigns[pool[len(CAMPAIGN_POOL_PREFIX):]]
         c.returned[sku] = c.returned.get(sku, 0) + back
         self._put_campaign(c)
@@ -1728,8 +1716,8 @@ class Engine:
         with self._lock:
             self._begin()
             out = []
-            for b in self._sku_buckets.get(sku, ()):
-                _, loc, pool = self._bkey[b]
+            for b in self._index.of_sku(sku):
+                loc, pool = self._index.place(b)
                 cn = self._counters
                 out.append(BucketStock(sku, loc, pool, cn.on_hand_of(b), cn.held(b),
                                        cn.available(b), -cn.floor_of(b),
@@ -1755,7 +1743,7 @@ class Engine:
     def bucket_key(self, bucket: int) -> tuple[str, str, str]:
         """(sku, location, pool) of a bucket id seen in the journal."""
         with self._lock:
-            return self._bkey[bucket]
+            return self._index.key(bucket)
 
     @property
     def last_seq(self) -> int:
@@ -1768,7 +1756,8 @@ class Engine:
 
     def memory_bytes(self) -> dict[str, int]:
         """C memory of the counter tables (the Python index comes on top)."""
-        return {"buckets": len(self._bkey), "counters_bytes": self._counters.memory_bytes()}
+        return {"buckets": len(self._index), "counters_bytes": self._counters.memory_bytes(),
+                "index_bytes": self._index.memory_bytes()}
 
     # ------------------------------------------------------------------ consistency
 
