@@ -505,7 +505,8 @@ def start_py_spy(out: Path) -> subprocess.Popen | None:
     if not Path(exe).exists():
         log("profile: py-spy not found (pip install py-spy); not profiling")
         return None
-    proc = subprocess.Popen([exe, "record", "--gil", "--nonblocking", "-r", str(PROFILE_RATE_HZ), "-f", "raw",
+    proc = subprocess.Popen([exe, "record", "--gil", "--nonblocking",
+                             "-r", str(PROFILE_RATE_HZ), "-f", "raw",
                              "-o", str(out), "--pid", str(os.getpid())],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # let it attach
@@ -571,7 +572,8 @@ def cmd_core(args: argparse.Namespace) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "machine": machine_info(),
-        "config": {"quick": args.quick, "tune_gc": TUNE_GC, "skus": skus, "holds": holds, "durable_n": durable_n,
+        "config": {"quick": args.quick, "tune_gc": TUNE_GC, "skus": skus, "holds": holds,
+                   "durable_n": durable_n,
                    "concurrency": args.concurrency, "batch": args.batch,
                    "batch_concurrency": args.batch_concurrency,
                    "decide_batch_ops": args.decide_batch, "decide_total_ops": decide_total},

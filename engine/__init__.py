@@ -8,8 +8,10 @@ Embedded use needs nothing else:
 """
 
 from . import limits
+from .campaigns import Campaign
+from .check import CheckReport
 from .clock import Clock, ManualClock, SystemClock
-from .engine import BucketStock, Campaign, CheckReport, Engine, ReserveRequest
+from .engine import Engine
 from .errors import (
     Conflict,
     CorruptRecord,
@@ -21,9 +23,12 @@ from .errors import (
     StoreError,
     StoreFullError,
 )
+from .lifecycle import IllegalTransition, State
 from .outcomes import Outcome
 from .process import tune_gc
-from .reservations import Allocation, IllegalTransition, LineResult, Reservation, Result, State
+from .queries import BucketStock
+from .reservations import ReserveRequest
+from .results import Allocation, LineResult, Reservation, Result
 
 __all__ = [
     "Allocation",

@@ -16,8 +16,9 @@ from . import limits
 from .reservations import Result
 
 if TYPE_CHECKING:
-    from .engine import Engine, ReserveRequest
+    from .engine import Engine
     from .group_commit import Batch
+    from .reservations import ReserveRequest
 
 
 class AsyncEngine:
@@ -48,7 +49,7 @@ class AsyncEngine:
                       partial: bool = False, prefer_locations: Sequence[str] = ()) -> Result:
         """See Engine.reserve(). Decided together with the other reserves pending on this
         loop; if the caller is cancelled after that, the hold may stand: retry the id."""
-        from .engine import ReserveRequest
+        from .reservations import ReserveRequest
 
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Result] = loop.create_future()

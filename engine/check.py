@@ -2,22 +2,39 @@
 
 held of every bucket is recomputed from the live reservations, on_hand from the journal's
 deltas (on_hand may be negative: a committed presale, or a stocktake below the holds, is a
-backorder the journal explains), and both are compared with memory and with the stored counters. Customer
-allowances are recomputed from reservations. Units are conserved by construction of the
-replay: received + adjusted - committed = on_hand + in transit.
+backorder the journal explains), and both are compared with memory and with the stored
+counters. Customer allowances are recomputed from reservations, and units must be
+conserved: received + adjusted - committed = on hand + in transit.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import records
-from .reservations import State
+from .lifecycle import State
 
 if TYPE_CHECKING:
-    from .engine import CheckReport, Engine
+    from .engine import Engine
 
 DRIFTS_REPORTED_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What Engine.check() found: `drifts` is empty when the books agree."""
+
+    drifts: tuple[str, ...]
+    buckets: int
+    live_reservations: int
+    events: int
+    totals: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return not self.drifts
+
 
 # Journal kinds and the conservation total their on_hand deltas belong to.
 _TOTAL_OF_KIND = {
@@ -36,8 +53,6 @@ _TOTAL_OF_KIND = {
 
 def run_check(engine: Engine) -> CheckReport:
     """Called by Engine.check() under the engine lock, after a flush."""
-    from .engine import CheckReport
-
     drifts: list[str] = []
 
     def drift(msg: str) -> None:

@@ -1,97 +1,644 @@
-"""Reservations: their lifecycle state machine and the records callers get back.
+"""Reservations: reserve, commit, release, extend, amend, and the bookkeeping of a hold.
+Methods of Engine, kept here by concept; the decision itself is the core's."""
 
-The records are NamedTuples: immutable like frozen dataclasses, at a quarter of the cost to
-build, which matters when every reservation returns four of them.
-"""
 
 from __future__ import annotations
 
-import enum
-from typing import NamedTuple
+import heapq
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from . import _core, limits, records
+from .errors import InvalidArgument, NotFound, StockgateError
+from .group_commit import Batch
+from .lifecycle import State, transition
+from .limits import check_count, check_id, check_int, check_qty
 from .outcomes import Outcome
+from .results import Allocation, LineResult, Reservation, Result
+
+# Which reason a refusal names when several lines are short: the most fundamental.
+_RANK = {Outcome.UNKNOWN_SKU: 0, Outcome.CUSTOMER_LIMIT: 1, Outcome.INSUFFICIENT_STOCK: 2}
 
 
-class State(enum.IntEnum):
-    """HELD -> COMMITTED | RELEASED | EXPIRED; the three ends are final."""
-
-    HELD = 1
-    COMMITTED = 2
-    RELEASED = 3
-    EXPIRED = 4
-
-
-_MOVES = {
-    State.HELD: frozenset({State.HELD, State.COMMITTED, State.RELEASED, State.EXPIRED}),
-    State.COMMITTED: frozenset(),
-    State.RELEASED: frozenset(),
-    State.EXPIRED: frozenset(),
-}
-
-
-class IllegalTransition(AssertionError):
-    """A bug: the engine tried a move the lifecycle does not allow."""
-
-
-def transition(current: State, to: State) -> State:
-    """Return `to` if the lifecycle allows current -> to (HELD -> HELD is an extend or
-    amend), else raise IllegalTransition. The engine routes every state change here."""
-    if to not in _MOVES[current]:
-        raise IllegalTransition(f"reservation cannot go from {current.name} to {to.name}")
-    return to
-
-
-class Allocation(NamedTuple):
-    """Units of one line held in (or committed from) one bucket."""
-
-    location: str
-    pool: str
-    qty: int
-
-
-class LineResult(NamedTuple):
-    """One line of a reservation: what was asked, what was granted, and from where."""
-
-    sku: str
-    qty: int
-    granted: int
-    outcome: Outcome
-    allocations: tuple[Allocation, ...] = ()
-
-
-class Reservation(NamedTuple):
-    """A reservation as stored: a snapshot, safe to keep after the call."""
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    """One reservation to make, for Engine.reserve_many()."""
 
     reservation_id: str
     channel: str
-    state: State
-    lines: tuple[LineResult, ...]
-    customer: str | None
-    campaign: str | None
-    created_ms: int
-    expires_ms: int
-    resolved_ms: int | None = None
-    committed: tuple[tuple[str, int], ...] = ()  # (sku, units) committed, after a commit
-
-    @property
-    def units(self) -> int:
-        """Units this reservation holds (HELD) or held when it ended."""
-        return sum(line.granted for line in self.lines)
+    lines: Sequence[tuple[str, int]]
+    customer: str | None = None
+    campaign: str | None = None
+    ttl_ms: int = limits.TTL_MS_DEFAULT
+    partial: bool = False
+    prefer_locations: Sequence[str] = ()
 
 
-class Result(NamedTuple):
-    """The answer to reserve/commit/release/extend/amend.
+class _Res:
+    """A reservation as the engine keeps it in memory (mutable, compact)."""
 
-    `outcome` is the call's outcome; `reservation` is the reservation after the call
-    (None when it does not exist); `replayed` is True when this repeats an earlier
-    identical call's answer instead of doing it again.
-    """
+    __slots__ = (
+        "rid", "channel", "customer", "campaign", "state", "partial", "created_ms",
+        "expires_ms", "resolved_ms", "lines", "committed", "commit_req", "req", "outcome",
+        "amend_outcome",
+        "ticket",
+    )
 
-    outcome: Outcome
-    reservation: Reservation | None = None
-    replayed: bool = False
-    lines: tuple[LineResult, ...] = ()
+    def __init__(self, rid, channel, customer, campaign, partial, created_ms, expires_ms,
+                 lines, req, outcome):
+        self.rid = rid
+        self.channel = channel
+        self.customer = customer
+        self.campaign = campaign
+        self.state = State.HELD
+        self.partial = partial
+        self.created_ms = created_ms
+        self.expires_ms = expires_ms
+        self.resolved_ms = None
+        # (sku, qty asked, granted, (bucket, units, bucket, units, ...), line outcome)
+        self.lines: list[list[Any]] = lines
+        self.committed: list[list[Any]] | None = None
+        self.commit_req: tuple | None = None
+        self.req = req  # the reserve request's content, to tell a replay from a conflict
+        self.outcome = outcome  # the reserve's first answer, which its replays repeat
+        self.amend_outcome: Outcome | None = None  # the last amend's, for its replays
+        self.ticket: Batch | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.outcome.granted
+    def encode(self) -> bytes:
+        return records.pack([
+            self.rid, self.channel, self.customer, self.campaign, int(self.state),
+            self.partial, self.created_ms, self.expires_ms, self.resolved_ms, self.lines,
+            self.committed, self.commit_req, int(self.outcome), self.req[4],
+            None if self.amend_outcome is None else int(self.amend_outcome),
+        ])
+
+    @classmethod
+    def decode(cls, value: bytes) -> _Res:
+        (rid, channel, customer, campaign, state, partial, created, expires, resolved, lines,
+         committed, commit_req, outcome, req_lines, amend_outcome) = records.unpack(
+            value, "reservation")
+        req_lines = tuple((s, q) for s, q in req_lines)
+        lines = [(s, q, g, tuple(alloc), lo) for s, q, g, alloc, lo in lines]
+        r = cls(rid, channel, customer, campaign, partial, created, expires, lines,
+                (channel, customer, campaign, partial, req_lines), Outcome(outcome))
+        r.state = State(state)
+        r.resolved_ms = resolved
+        r.committed = committed
+        r.commit_req = None if commit_req is None else tuple(tuple(x) for x in commit_req)
+        r.amend_outcome = None if amend_outcome is None else Outcome(amend_outcome)
+        return r
+
+
+class Reservations:
+    """Holds for channels: decided by the core, recorded here."""
+
+    def _check_lines(self, lines: object, field: str = "lines") -> tuple[tuple[str, int], ...]:
+        if not isinstance(lines, (list, tuple)):
+            raise InvalidArgument(field, "must be a list of (sku, qty) pairs")
+        check_count(field, len(lines), 1, limits.LINES_PER_RESERVATION_MAX)
+        out = []
+        for i, line in enumerate(lines):
+            if not isinstance(line, (list, tuple)) or len(line) != 2:
+                raise InvalidArgument(f"{field}[{i}]", "must be a (sku, qty) pair")
+            out.append((check_id(f"{field}[{i}].sku", line[0], limits.SKU_BYTES_MAX),
+                        check_qty(f"{field}[{i}].qty", line[1])))
+        return tuple(out)
+
+    def _check_request(self, req: ReserveRequest) -> tuple:
+        rid = check_id("reservation_id", req.reservation_id, limits.RESERVATION_ID_BYTES_MAX)
+        channel = check_id("channel", req.channel, limits.CHANNEL_BYTES_MAX)
+        lines = self._check_lines(req.lines)
+        if req.customer is not None:
+            check_id("customer", req.customer, limits.CUSTOMER_BYTES_MAX)
+        if req.campaign is not None:
+            check_id("campaign", req.campaign, limits.CAMPAIGN_BYTES_MAX)
+        check_int("ttl_ms", req.ttl_ms, limits.TTL_MS_MIN, limits.TTL_MS_MAX)
+        if not isinstance(req.partial, bool):
+            raise InvalidArgument("partial", "must be a boolean")
+        prefer = req.prefer_locations
+        if not isinstance(prefer, (list, tuple)):
+            raise InvalidArgument("prefer_locations", "must be a list of locations")
+        check_count("prefer_locations", len(prefer), 0, limits.SOURCES_PER_CHANNEL_MAX)
+        for i, loc in enumerate(prefer):
+            check_id(f"prefer_locations[{i}]", loc, limits.LOCATION_BYTES_MAX)
+        key = (channel, req.customer, req.campaign, req.partial, lines)
+        return rid, key, req.ttl_ms, tuple(prefer)
+
+    def reserve(
+        self,
+        reservation_id: str,
+        channel: str,
+        lines: Sequence[tuple[str, int]],
+        *,
+        customer: str | None = None,
+        campaign: str | None = None,
+        ttl_ms: int = limits.TTL_MS_DEFAULT,
+        partial: bool = False,
+        prefer_locations: Sequence[str] = (),
+    ) -> Result:
+        """Hold stock of `lines` ((sku, qty) pairs) for `channel`.
+
+        Walks the channel's sources in order (locations named in prefer_locations first)
+        and splits a line across sources when one is short. All lines or none, unless
+        `partial`. With `campaign`, draws only from the campaign's pool, within its window
+        and the customer's per-SKU limit. The hold expires after ttl_ms unless committed,
+        released or extended. Repeating the call with the same reservation_id and content
+        returns the first outcome (replayed=True); other content gives ID_CONFLICT.
+        A rejection changes nothing and is not remembered.
+        """
+        return self.reserve_many([ReserveRequest(
+            reservation_id, channel, lines, customer, campaign, ttl_ms, partial,
+            prefer_locations)])[0]
+
+    def reserve_many(self, requests: Sequence[ReserveRequest]) -> list[Result]:
+        """Decide up to BATCH_OPS_MAX reservations in one call into the core and one
+        durable batch. Results come in request order; see reserve() for each."""
+        results, tickets = self._reserve_many(requests)
+        for t in tickets:
+            self._wait(t)
+        return results
+
+    def _reserve_many(self, requests: Sequence[ReserveRequest], *, isolate: bool = False
+                      ) -> tuple[list[Result | StockgateError], list[Batch]]:
+        """Decide requests; return their results and the batches to wait for.
+
+        A malformed request raises before anything is decided, naming requests[i] and the
+        field; with `isolate` its slot holds the exception instead and the others go on.
+        """
+        if not isinstance(requests, (list, tuple)):
+            raise InvalidArgument("requests", "must be a list of ReserveRequest")
+        check_count("requests", len(requests), 1, limits.BATCH_OPS_MAX)
+        single = len(requests) == 1 or isolate  # isolated errors name the caller's field
+        slots: list[Any] = [None] * len(requests)
+        checked: list[tuple | None] = []
+        for i, req in enumerate(requests):
+            try:
+                if not isinstance(req, ReserveRequest):
+                    raise InvalidArgument("", "must be a ReserveRequest")
+                checked.append(self._check_request(req))
+            except InvalidArgument as exc:
+                if not single or not exc.field:
+                    field = f"requests[{i}]" + (f".{exc.field}" if exc.field else "")
+                    exc = InvalidArgument(field, exc.problem)
+                if not isolate:
+                    raise exc from None
+                slots[i] = exc
+                checked.append(None)
+        with self._lock:
+            now = self._begin()
+            for i, c in enumerate(checked):
+                if c is None:
+                    continue
+                exc = self._request_error(c[1], "" if single else f"requests[{i}].")
+                if exc is not None:
+                    if not isolate:
+                        raise exc
+                    slots[i] = exc
+                    checked[i] = None
+            live = [c for c in checked if c is not None]
+            results = self._decide_reserves(live, now) if live else []
+            batch = self._batch
+            if batch:
+                batch.ops += len(results)
+                if batch.ops == len(results):
+                    self._writer.wake()
+        # A replay of a reservation still on its way to disk waits for that batch too.
+        tickets = {id(t): t for _, t in results if t is not None and not t.done}
+        if batch:
+            tickets[id(batch)] = batch
+        it = iter(results)
+        for i, c in enumerate(checked):
+            if c is not None:
+                slots[i] = next(it)[0]
+        return slots, list(tickets.values())
+
+    def _request_error(self, key: tuple, prefix: str) -> StockgateError | None:
+        """What makes a well-formed request unusable against the current catalogue."""
+        channel, customer, campaign, _, _ = key
+        if channel not in self._channels:
+            return NotFound(prefix + "channel", channel)
+        if campaign is not None and customer is None:
+            c = self._campaigns.get(campaign)
+            if c is not None and c.customer_limit:
+                return InvalidArgument(prefix + "customer", f"is required: campaign "
+                                       f"{campaign!r} has a per-customer limit")
+        return None
+
+    def _sources(self, key: tuple, prefer: tuple[str, ...], sku: str):
+        """(bucket ids to walk for one line, or an Outcome refusing it)."""
+        channel, _, campaign, _, _ = key
+        if campaign is not None:
+            c = self._campaigns[campaign]
+            if sku not in c.quotas:
+                return Outcome.UNKNOWN_SKU
+            b = self._index.get(sku, c.location, c.pool)
+            return [] if b < 0 else [b]
+        if not self._index.has_sku(sku):
+            return Outcome.UNKNOWN_SKU
+        sources = self._channels[channel][0]
+        if prefer:
+            rank = {loc: i for i, loc in enumerate(prefer)}
+            sources = sorted(sources, key=lambda s: rank.get(s[0], len(rank)))
+        out = []
+        for loc, pool in sources:
+            b = self._index.get(sku, loc, pool)
+            if b >= 0:
+                out.append(b)
+        return out
+
+    def _decide_reserves(self, checked: list[tuple], now: int) -> list[tuple[Result, Any]]:
+        """Decide the checked requests: refusals in Python, stock in one core call."""
+        out: list[Any] = [None] * len(checked)
+        todo: list[tuple[int, list, tuple]] = []  # (request index, per-line sources, key)
+        seen: dict[str, int] = {}
+        later: list[int] = []
+        for i, (rid, key, _, prefer) in enumerate(checked):
+            if rid in seen:
+                later.append(i)  # the same id twice in one call: answer it after the first
+                continue
+            seen[rid] = i
+            r = self._res.get(rid)
+            if r is not None:
+                out[i] = self._replay(r, key)
+                continue
+            refusal = self._campaign_refusal(key, now)
+            if refusal is not None:
+                out[i] = (self._refused(key, refusal), None)
+                continue
+            per_line = [self._sources(key, prefer, sku) for sku, _ in key[4]]
+            unknown = [isinstance(s, Outcome) for s in per_line]
+            if any(unknown) and not key[3]:
+                out[i] = (self._refused(key, Outcome.UNKNOWN_SKU, unknown), None)
+                continue
+            todo.append((i, per_line, key))
+        if todo:
+            decided = self._hold([(per_line, key) for _, per_line, key in todo])
+            for (i, _, key), (outcome, lines_out, line_results) in zip(todo, decided):
+                if lines_out is None:
+                    out[i] = (Result(outcome, None, False, line_results), None)
+                    continue
+                rid, _, ttl, _ = checked[i]
+                r = _Res(rid, key[0], key[1], key[2], key[3], now, now + ttl, lines_out, key,
+                         outcome)
+                self._res[rid] = r
+                heapq.heappush(self._expiry, (r.expires_ms, rid))
+                self._put_res(r)
+                self._emit(now, "reserved", id=rid, channel=key[0], customer=key[1],
+                           campaign=key[2], held=[[b, u] for b, u in self._pairs(lines_out)],
+                           expires_ms=r.expires_ms)
+                out[i] = (Result(outcome, self._public(r, line_results), False, line_results),
+                          None)
+            self._alerts(now)
+        for i in later:
+            rid, key, _, _ = checked[i]
+            r = self._res.get(rid)
+            out[i] = self._replay(r, key) if r is not None else out[seen[rid]]
+        return out
+
+    def _refused(self, key: tuple, outcome: Outcome, unknown: list[bool] | None = None) -> Result:
+        lines = tuple(
+            LineResult(sku, qty, 0, Outcome.UNKNOWN_SKU if unknown and unknown[j] else outcome)
+            for j, (sku, qty) in enumerate(key[4])
+        )
+        return Result(outcome, None, False, lines)
+
+    def _replay(self, r: _Res, key: tuple) -> tuple[Result, Batch | None]:
+        if r.req != key:
+            return Result(Outcome.ID_CONFLICT, self._public(r), False), None
+        pub = self._public(r)
+        return Result(r.outcome, pub, True, pub.lines), r.ticket
+
+    def _hold(self, ops: list[tuple[list, tuple]]) -> list[tuple[Outcome, Any, tuple]]:
+        """Take stock for many operations in one core call.
+
+        Each op is (per-line sources, request key). Returns per op (outcome, lines to
+        store or None when refused, line results). Granted units are taken from the
+        counters and the buckets marked for the next write; nothing else is staged.
+        """
+        op_end, flags, qty, lim, src_end, srcs = (array("q") for _ in range(6))
+        for per_line, key in ops:
+            channel, customer, campaign, partial, lines = key
+            presale = self._channels[channel][1] and campaign is None
+            flags.append((_core.FLAG_PARTIAL if partial else 0) |
+                         (_core.FLAG_PRESALE if presale else 0))
+            c = self._campaigns.get(campaign) if campaign is not None else None
+            for (sku, q), sources in zip(lines, per_line):
+                qty.append(q)
+                known = not isinstance(sources, Outcome)
+                if c is not None and c.customer_limit and known:
+                    lim.append(self._limit_counter(campaign, customer, sku))
+                else:
+                    lim.append(-1)
+                if known:
+                    srcs.extend(sources)
+                src_end.append(len(srcs))
+            op_end.append(len(qty))
+        touched = self._touched
+        for b in srcs:
+            if b not in touched:
+                touched[b] = self._counters.available(b)
+        taken = array("q", bytes(8 * len(srcs)))
+        granted = array("q", bytes(8 * len(qty)))
+        status = array("q", bytes(8 * len(qty)))
+        self._counters.decide(self._limits, op_end, flags, qty, lim, src_end, srcs,
+                              taken, granted, status)
+        dirty = self._batch.dirty
+        # Lists of Python ints are faster to walk than arrays (no boxing per read).
+        taken, granted, status = taken.tolist(), granted.tolist(), status.tolist()
+        src_end, srcs = src_end.tolist(), srcs.tolist()
+        out = []
+        j = k = 0
+        for per_line, key in ops:
+            lines_out, line_results = [], []
+            total = 0
+            worst = None  # the most fundamental reason a line is short
+            for (sku, q), sources in zip(key[4], per_line):
+                k0, k = k, src_end[j]
+                g = granted[j]
+                total += g
+                alloc: list[int] = []
+                for kk in range(k0, k):
+                    if taken[kk]:
+                        alloc += (srcs[kk], taken[kk])
+                        dirty.add(srcs[kk])
+                # From the core's status, not from `granted`: after an all-or-nothing
+                # rollback every line has 0, but only the short one is to blame.
+                if isinstance(sources, Outcome):
+                    lo = sources
+                elif status[j] == _core.LINE_SHORT_LIMIT:
+                    lo = Outcome.CUSTOMER_LIMIT
+                elif status[j] == _core.LINE_SHORT_STOCK:
+                    lo = Outcome.INSUFFICIENT_STOCK
+                else:
+                    lo = Outcome.OK
+                if lo != Outcome.OK and (worst is None or _RANK[lo] < _RANK[worst]):
+                    worst = lo
+                # Tuples of atomics: the cyclic GC stops tracking them.
+                lines_out.append((sku, q, g, tuple(alloc), int(lo)))
+                line_results.append(LineResult(sku, q, g, lo, self._allocs(alloc)))
+                j += 1
+            if total == 0 or (worst is not None and not key[3]):
+                # Refused: the core took nothing (all-or-nothing) or nothing was there.
+                assert total == 0 or not key[3] or worst is None
+                out.append((worst or Outcome.INSUFFICIENT_STOCK, None, tuple(
+                    LineResult(x.sku, x.qty, 0, x.outcome) for x in line_results)))
+                continue
+            out.append((Outcome.OK if worst is None else Outcome.PARTIAL, lines_out,
+                        tuple(line_results)))
+        return out
+
+    def _put_res(self, r: _Res) -> None:
+        self._batch.put("reservations", r.rid.encode(), r.encode())
+        r.ticket = self._batch
+
+    def _allocs(self, alloc: list[int]) -> tuple[Allocation, ...]:
+        out = []
+        for x in range(0, len(alloc), 2):
+            loc, pool = self._index.place(alloc[x])
+            out.append(Allocation(loc, pool, alloc[x + 1]))
+        return tuple(out)
+
+    def _public(self, r: _Res, lines: tuple[LineResult, ...] | None = None) -> Reservation:
+        if lines is None:
+            lines = tuple(
+                LineResult(sku, q, g, Outcome(lo), self._allocs(alloc))
+                for sku, q, g, alloc, lo in r.lines
+            )
+        return Reservation(
+            r.rid, r.channel, r.state, lines, r.customer, r.campaign, r.created_ms,
+            r.expires_ms, r.resolved_ms,
+            tuple((s, u) for s, u in (r.committed or ())),
+        )
+
+    def _give_back(self, r: _Res, keep: dict[int, int] | None = None) -> list[list[int]]:
+        """Return a reservation's held units to their buckets (and customer allowance),
+        except `keep` units per line index, which are committed. Returns held deltas."""
+        held = []
+        lim = None
+        if r.campaign is not None and r.customer is not None:
+            c = self._campaigns.get(r.campaign)
+            if c is not None and c.customer_limit:
+                lim = c
+        for li, (sku, _, _, alloc, _) in enumerate(r.lines):
+            commit_left = keep.get(li, 0) if keep else 0
+            released_line = 0
+            for x in range(0, len(alloc), 2):
+                b, units = alloc[x], alloc[x + 1]
+                c_units = min(units, commit_left)
+                commit_left -= c_units
+                self._touch(b)
+                if c_units:
+                    self._counters.settle(b, c_units)
+                if units - c_units:
+                    self._counters.credit(b, units - c_units)
+                    released_line += units - c_units
+                held.append([b, -units])
+                if b in self._ended_pools:
+                    self._return_to_source(b)
+            if lim is not None and released_line:
+                self._limits.credit(self._limit_counter(r.campaign, r.customer, sku),
+                                    released_line)
+        return held
+
+    def _resolve(self, r: _Res, to: State, now: int, kind: str,
+                 keep: dict[int, int] | None = None) -> None:
+        r.state = transition(r.state, to)
+        held = self._give_back(r, keep)
+        on_hand = []
+        if keep:
+            commit_left = dict(keep)
+            for li, (_, _, _, alloc, _) in enumerate(r.lines):
+                left = commit_left.get(li, 0)
+                for x in range(0, len(alloc), 2):
+                    c_units = min(alloc[x + 1], left)
+                    left -= c_units
+                    if c_units:
+                        on_hand.append([alloc[x], -c_units])
+        r.resolved_ms = now
+        self._put_res(r)
+        self._emit(now, kind, id=r.rid, channel=r.channel, held=held, on_hand=on_hand)
+        self._alerts(now)
+
+    def _lookup(self, rid: str) -> _Res | None:
+        return self._res.get(rid)
+
+    def commit(self, reservation_id: str, lines: Sequence[tuple[str, int]] | None = None) -> Result:
+        """The order is paid: held units leave on_hand. With `lines` ((sku, qty) pairs),
+        commit only those units and release the rest (partial shipment). Repeating the
+        same commit returns its first outcome; a different commit of a resolved
+        reservation gets NOT_HELD with the reservation's state."""
+        result, ticket = self._commit(reservation_id, lines)
+        self._wait(ticket)
+        return result
+
+    def _commit(self, reservation_id, lines):
+        check_id("reservation_id", reservation_id, limits.RESERVATION_ID_BYTES_MAX)
+        want = None
+        if lines is not None:
+            merged: dict[str, int] = {}
+            for sku, q in self._check_lines(lines):
+                merged[sku] = merged.get(sku, 0) + q
+            want = tuple(sorted(merged.items()))
+        with self._lock:
+            now = self._begin()
+            r = self._lookup(reservation_id)
+            if r is None:
+                return Result(Outcome.NOT_FOUND), None
+            if r.state == State.COMMITTED and r.commit_req == want:
+                return Result(Outcome.OK, self._public(r), True), r.ticket
+            if r.state != State.HELD:
+                return Result(Outcome.NOT_HELD, self._public(r)), None
+            keep: dict[int, int] = {}
+            if want is None:
+                keep = {li: ln[2] for li, ln in enumerate(r.lines)}
+            else:
+                held_per_sku: dict[str, int] = {}
+                for ln in r.lines:
+                    held_per_sku[ln[0]] = held_per_sku.get(ln[0], 0) + ln[2]
+                for sku, q in want:
+                    if q > held_per_sku.get(sku, 0):
+                        raise InvalidArgument(
+                            "lines.qty", f"commits {q} of {sku!r}; the reservation holds "
+                                         f"{held_per_sku.get(sku, 0)}")
+                left = dict(want)
+                for li, ln in enumerate(r.lines):
+                    take = min(ln[2], left.get(ln[0], 0))
+                    if take:
+                        keep[li] = take
+                        left[ln[0]] -= take
+            committed: dict[str, int] = {}
+            for li, units in keep.items():
+                sku = r.lines[li][0]
+                committed[sku] = committed.get(sku, 0) + units
+            r.committed = [[s, u] for s, u in committed.items()]
+            r.commit_req = want
+            self._resolve(r, State.COMMITTED, now, "committed", keep)
+            ticket = self._staged()
+            return Result(Outcome.OK, self._public(r)), ticket
+
+    def release(self, reservation_id: str) -> Result:
+        """Cancel a hold: its units return to the buckets they came from. Releasing a
+        released reservation again is OK (replayed); a committed or expired one gives
+        NOT_HELD with its state."""
+        result, ticket = self._release(reservation_id)
+        self._wait(ticket)
+        return result
+
+    def _release(self, reservation_id):
+        check_id("reservation_id", reservation_id, limits.RESERVATION_ID_BYTES_MAX)
+        with self._lock:
+            now = self._begin()
+            r = self._lookup(reservation_id)
+            if r is None:
+                return Result(Outcome.NOT_FOUND), None
+            if r.state == State.RELEASED:
+                return Result(Outcome.OK, self._public(r), True), r.ticket
+            if r.state != State.HELD:
+                return Result(Outcome.NOT_HELD, self._public(r)), None
+            self._resolve(r, State.RELEASED, now, "released")
+            ticket = self._staged()
+            return Result(Outcome.OK, self._public(r)), ticket
+
+    def extend(self, reservation_id: str, ttl_ms: int) -> Result:
+        """Keep a hold for ttl_ms from now (checkout needs more time)."""
+        result, ticket = self._extend(reservation_id, ttl_ms)
+        self._wait(ticket)
+        return result
+
+    def _extend(self, reservation_id, ttl_ms):
+        check_id("reservation_id", reservation_id, limits.RESERVATION_ID_BYTES_MAX)
+        check_int("ttl_ms", ttl_ms, limits.TTL_MS_MIN, limits.TTL_MS_MAX)
+        with self._lock:
+            now = self._begin()
+            r = self._lookup(reservation_id)
+            if r is None:
+                return Result(Outcome.NOT_FOUND), None
+            if r.state != State.HELD:
+                return Result(Outcome.NOT_HELD, self._public(r)), None
+            r.state = transition(r.state, State.HELD)
+            r.expires_ms = now + ttl_ms
+            heapq.heappush(self._expiry, (r.expires_ms, r.rid))
+            self._put_res(r)
+            self._emit(now, "extended", id=r.rid, expires_ms=r.expires_ms)
+            ticket = self._staged()
+            return Result(Outcome.OK, self._public(r)), ticket
+
+    def amend(self, reservation_id: str, lines: Sequence[tuple[str, int]]) -> Result:
+        """Replace the lines of a held reservation in one step. The old hold is counted as
+        free for the new lines, so the holder never blocks itself; if the new lines cannot
+        be held, the old hold stays exactly as it was and the outcome says why."""
+        result, ticket = self._amend(reservation_id, lines)
+        self._wait(ticket)
+        return result
+
+    def _amend(self, reservation_id, lines):
+        check_id("reservation_id", reservation_id, limits.RESERVATION_ID_BYTES_MAX)
+        new_lines = self._check_lines(lines)
+        with self._lock:
+            now = self._begin()
+            r = self._lookup(reservation_id)
+            if r is None:
+                return Result(Outcome.NOT_FOUND), None
+            if r.state != State.HELD:
+                return Result(Outcome.NOT_HELD, self._public(r)), None
+            if tuple((ln[0], ln[1]) for ln in r.lines) == new_lines:
+                pub = self._public(r)
+                return Result(r.amend_outcome or r.outcome, pub, True, pub.lines), r.ticket
+            key = (r.channel, r.customer, r.campaign, r.partial, new_lines)
+            refusal = self._campaign_refusal(key, now)
+            if refusal is not None:
+                return self._refused(key, refusal), None
+            per_line = [self._sources(key, (), sku) for sku, _ in new_lines]
+            unknown = [isinstance(s, Outcome) for s in per_line]
+            if any(unknown) and not r.partial:
+                return self._refused(key, Outcome.UNKNOWN_SKU, unknown), None
+            old_lines = r.lines
+            # The old hold counts as free for the new lines; if they cannot be held, the
+            # old hold is taken again exactly (nobody else decides while we hold the lock).
+            self._credit_lines(r, old_lines, +1)
+            (outcome, lines_out, line_results), = self._hold([(per_line, key)])
+            if lines_out is None:
+                self._credit_lines(r, old_lines, -1)
+                self._touched.clear()
+                return Result(outcome, None, False, line_results), None
+            r.state = transition(r.state, State.HELD)
+            r.lines, r.amend_outcome = lines_out, outcome
+            self._put_res(r)
+            self._emit(now, "amended", id=r.rid, channel=r.channel,
+                       held=[[b, -u] for b, u in self._pairs(old_lines)]
+                       + [[b, u] for b, u in self._pairs(lines_out)])
+            self._alerts(now)
+            ticket = self._staged()
+            return Result(outcome, self._public(r), False, line_results), ticket
+
+    @staticmethod
+    def _pairs(lines: list) -> list[tuple[int, int]]:
+        out = []
+        for _, _, _, alloc, _ in lines:
+            for x in range(0, len(alloc), 2):
+                out.append((alloc[x], alloc[x + 1]))
+        return out
+
+    def _credit_lines(self, r: _Res, lines: list, sign: int) -> None:
+        """sign +1: give a hold's units back (buckets and allowance); -1: take them again."""
+        lim = None
+        if r.campaign is not None and r.customer is not None:
+            c = self._campaigns.get(r.campaign)
+            if c is not None and c.customer_limit:
+                lim = c
+        for sku, _, g, alloc, _ in lines:
+            for x in range(0, len(alloc), 2):
+                b = alloc[x]
+                self._touch(b)
+                if sign > 0:
+                    self._counters.credit(b, alloc[x + 1])
+                else:
+                    self._counters.force_take(b, alloc[x + 1])
+            if lim is not None and g:
+                idx = self._limit_counter(r.campaign, r.customer, sku)
+                if sign > 0:
+                    self._limits.credit(idx, g)
+                else:
+                    self._limits.force_take(idx, g)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from stockgate.engine import Conflict, Engine, InvalidArgument, NotFound, Outcome
 
 
@@ -187,7 +186,7 @@ def test_held_units_cannot_be_transferred(book):
 # ------------------------------------------------------------------ import
 
 def test_import_rows_in_chunks(book):
-    rows = [("SKU-%d" % i, "WH-EAST", "online", i) for i in range(1, 8)]
+    rows = [(f"SKU-{i}", "WH-EAST", "online", i) for i in range(1, 8)]
     assert book.import_rows(rows, chunk_rows=3) == 7
     imported = [e for e in book.journal() if e["kind"] == "imported"]
     assert [e["rows"] for e in imported] == [3, 3, 1]
