@@ -317,6 +317,7 @@ def probe_open(path: str, trace: bool) -> dict[str, Any]:
     mem = eng.memory_bytes()
     live = eng.live_reservations()
     out = {"open_s": dt, "buckets": mem["buckets"], "counters_bytes": mem["counters_bytes"],
+           "index_bytes": mem.get("index_bytes", 0),
            "live_holds": live, "rss_anon_bytes": (anon1 - anon0) * 1024,
            "rss_file_bytes": (file1 - file0) * 1024, "traced_bytes": traced}
     eng.close()
@@ -599,8 +600,9 @@ def cmd_core(args: argparse.Namespace) -> int:
         "counters_c_bytes_per_bucket": mem["counters_bytes"] / buckets,
         "rss_anon_bytes_per_bucket": mem["rss_anon_bytes"] / buckets,
         "traced_bytes_per_bucket": traced["traced_bytes"] / buckets,
+        "index_c_bytes_per_bucket": mem["index_bytes"] / buckets,
         "python_objects_bytes_per_bucket":
-            (traced["traced_bytes"] - mem["counters_bytes"]) / buckets,
+            (traced["traced_bytes"] - mem["counters_bytes"] - mem["index_bytes"]) / buckets,
         "rss_file_bytes_per_bucket": mem["rss_file_bytes"] / buckets,
         "note": "rss_anon: process anonymous RSS growth from Engine(path) (heap + C arrays), "
                 "fresh process; traced: tracemalloc; rss_file: LMDB mmap pages read "
@@ -696,7 +698,8 @@ def print_table(r: dict[str, Any]) -> None:
     row(f"bytes/bucket total (anon RSS, {mem['buckets']:,} buckets)",
         f"{mem['rss_anon_bytes_per_bucket']:.0f}", "bytes_per_bucket")
     row("  of which C counters", f"{mem['counters_c_bytes_per_bucket']:.1f}")
-    row("  Python objects (tracemalloc, minus counters)",
+    row("  of which C bucket index (capacity)", f"{mem['index_c_bytes_per_bucket']:.1f}")
+    row("  Python objects (tracemalloc, minus the C parts)",
         f"{mem['python_objects_bytes_per_bucket']:.0f}")
     row("  + LMDB mmap pages read (page cache)", f"{mem['rss_file_bytes_per_bucket']:.0f}")
     row(f"recovery, worse of warm/cold ({rec['buckets']:,} buckets + "
