@@ -21,6 +21,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from stockgate import engine as sg
 
 _spec = importlib.util.spec_from_file_location("stockgate_bench_run",

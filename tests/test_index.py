@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from stockgate.engine._core import SKU_BYTES_STORED_MAX, BucketIndex
 
 skus = st.text(min_size=1, max_size=12)
