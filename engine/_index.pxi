@@ -251,6 +251,38 @@ cdef class BucketIndex:
         cdef uint64_t k = self.b_key[b]
         return (self.names[(k >> 16) & 0xFFFF], self.names[k & 0xFFFF])
 
+    def place_code(self, str location, str pool) -> int:
+        """A (location, pool) pair as one int for find(), or -1 if either name is new."""
+        cdef int lid = self._name_id(location, False)
+        cdef int pid = self._name_id(pool, False)
+        if lid < 0 or pid < 0:
+            return -1
+        return (lid << 16) | pid
+
+    @property
+    def names_count(self) -> int:
+        """Distinct location and pool names so far: place codes stay valid until it grows."""
+        return len(self.names)
+
+    def find(self, str sku, tuple places):
+        """The buckets of `sku` at each place code (from place_code(); -1 is skipped), in
+        that order; None if the SKU has no bucket at all. One hash of the SKU for all."""
+        cdef long sid = self._sku_id(sku, False)
+        if sid < 0:
+            return None
+        cdef uint64_t key
+        cdef uint32_t slot
+        cdef long code
+        out = []
+        for code in places:
+            if code < 0:
+                continue
+            key = (<uint64_t>sid << 32) | <uint64_t>code
+            slot = self._b_probe(key)
+            if self.b_slots[slot]:
+                out.append(self.b_slots[slot] - 1)
+        return out
+
     def of_sku(self, str sku) -> list:
         """The ids of every bucket of a SKU, in creation order."""
         cdef long sid = self._sku_id(sku, False)

@@ -62,6 +62,7 @@ class Catalogue:
             for i, (loc, _) in enumerate(clean):
                 self._require_location(f"sources[{i}].location", loc)
             self._channels[channel] = (tuple(clean), bool(allow_presale))
+            self._codes.clear()
             self._batch.put("catalog", records.text_key("channel", channel),
                             records.pack([[clean, bool(allow_presale)]]))
             self._emit(now, "channel_set", channel=channel, sources=clean,

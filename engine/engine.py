@@ -96,6 +96,8 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         self._counters = _core.Counters()
         self._limits = _core.Counters()
         self._index = _core.BucketIndex()  # (sku, location, pool) <-> bucket id
+        self._codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}
+        self._codes_names = -1  # index.names_count when _codes was filled
         self._bsafety: dict[int, int] = {}
         self._csafety: dict[tuple[str, str], int] = {}
         self._locations: dict[str, str] = {}

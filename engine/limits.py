@@ -37,6 +37,7 @@ SKUS_PER_QUERY_MAX = 1_000
 IMPORT_CHUNK_ROWS = 10_000  # rows per write transaction of a bulk import
 IMPORT_ROWS_MAX = 10_000_000
 JOURNAL_READ_EVENTS_MAX = 10_000
+PLACE_CODES_CACHED_MAX = 4_096  # (channel, preferred locations) source orders kept resolved
 
 # Time, in milliseconds.
 TTL_MS_MIN = 1_000

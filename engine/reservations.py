@@ -235,18 +235,27 @@ class Reservations:
                 return Outcome.UNKNOWN_SKU
             b = self._index.get(sku, c.location, c.pool)
             return [] if b < 0 else [b]
-        if not self._index.has_sku(sku):
-            return Outcome.UNKNOWN_SKU
-        sources = self._channels[channel][0]
-        if prefer:
-            rank = {loc: i for i, loc in enumerate(prefer)}
-            sources = sorted(sources, key=lambda s: rank.get(s[0], len(rank)))
-        out = []
-        for loc, pool in sources:
-            b = self._index.get(sku, loc, pool)
-            if b >= 0:
-                out.append(b)
-        return out
+        found = self._index.find(sku, self._place_codes(channel, prefer))
+        return Outcome.UNKNOWN_SKU if found is None else found
+
+    def _place_codes(self, channel: str, prefer: tuple[str, ...]) -> tuple[int, ...]:
+        """The channel's sources (preferred locations first) as the index's place codes,
+        cached until the channel changes or the index learns a new name."""
+        index = self._index
+        if self._codes_names != index.names_count:
+            self._codes.clear()
+            self._codes_names = index.names_count
+        codes = self._codes.get((channel, prefer))
+        if codes is None:
+            sources = self._channels[channel][0]
+            if prefer:
+                rank = {loc: i for i, loc in enumerate(prefer)}
+                sources = sorted(sources, key=lambda s: rank.get(s[0], len(rank)))
+            codes = tuple(index.place_code(loc, pool) for loc, pool in sources)
+            if len(self._codes) >= limits.PLACE_CODES_CACHED_MAX:
+                self._codes.clear()
+            self._codes[(channel, prefer)] = codes
+        return codes
 
     def _decide_reserves(self, checked: list[tuple], now: int) -> list[tuple[Result, Any]]:
         """Decide the checked requests: refusals in Python, stock in one core call."""
