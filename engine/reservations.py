@@ -594,7 +594,8 @@ class Reservations:
                 return Result(Outcome.NOT_HELD, self._public(r)), None
             if tuple((ln[0], ln[1]) for ln in r.lines) == new_lines:
                 pub = self._public(r)
-                return Result(r.amend_outcome or r.outcome, pub, True, pub.lines), r.ticket
+                return Result(r.outcome if r.amend_outcome is None else r.amend_outcome, pub, True,
+                              pub.lines), r.ticket
             key = (r.channel, r.customer, r.campaign, r.partial, new_lines)
             refusal = self._campaign_refusal(key, now)
             if refusal is not None:
