@@ -39,9 +39,14 @@ class AsyncEngine:
         if self._engine.durability != "fsync":
             return
         for t in tickets:
-            if t is not None and not t.done:
-                # Shared by every waiter of the batch: shield it from one waiter's cancel.
-                await asyncio.shield(t.wait_async())
+            if t is None:
+                continue
+            if t.done:
+                if t.error is not None:  # a replay of a decision whose write failed
+                    raise t.error
+                continue
+            # Shared by every waiter of the batch: shield it from one waiter's cancel.
+            await asyncio.shield(t.wait_async())
 
     async def reserve(self, reservation_id: str, channel: str,
                       lines: Sequence[tuple[str, int]], *, customer: str | None = None,
@@ -74,7 +79,7 @@ class AsyncEngine:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            waits = [t.wait_async() for t in tickets if not t.done]
+            waits = [t.wait_async() for t in tickets if not t.done or t.error is not None]
             if self._engine.durability != "fsync" or not waits:
                 _answer(chunk, slots, None)
             elif len(waits) == 1:

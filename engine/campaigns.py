@@ -198,9 +198,7 @@ class Campaigns:
             carve = min(quota, room)
             dst = self._bucket(sku, c.location, c.pool)
             if carve:
-                self._add_on_hand(src, -carve)
-                self._add_on_hand(dst, carve)
-                deltas += [[src, -carve], [dst, carve]]
+                deltas += self._shift(src, dst, carve)
             else:
                 self._touch(dst)
             c.carved[sku] = carve
@@ -217,7 +215,7 @@ class Campaigns:
         for sku in c.quotas:
             b = self._index.get(sku, c.location, c.pool)
             if b >= 0:
-                deltas += self._return_to_source(b, log=False)
+                deltas += self._return_to_source(b, within_end=True)
         self._put_campaign(c)
         self._emit(now, "campaign_ended", campaign=c.cid, reason=kind,
                    returned=dict(c.returned), on_hand=deltas)
@@ -230,20 +228,19 @@ class Campaigns:
                 src = self._bucket(sku, c.location, c.source_pool)
                 self._ended_pools[b] = src
 
-    def _return_to_source(self, b: int, log: bool = True) -> list[list[int]]:
-        """Move an ended campaign bucket's available units back to its source."""
+    def _return_to_source(self, b: int, within_end: bool = False) -> list[list[int]]:
+        """Move an ended campaign bucket's available units back to its source. Within
+        _end_campaign, which writes the campaign and journals once for all its SKUs, this
+        does neither."""
         back = self._counters.available(b)
         if back <= 0:
             return []
-        src = self._ended_pools[b]
-        self._add_on_hand(b, -back)
-        self._add_on_hand(src, back)
+        deltas = self._shift(b, self._ended_pools[b], back)
         sku, _, pool = self._index.key(b)
         c = self._campaigns[pool[len(CAMPAIGN_POOL_PREFIX):]]
         c.returned[sku] = c.returned.get(sku, 0) + back
-        self._put_campaign(c)
-        deltas = [[b, -back], [src, back]]
-        if log:
+        if not within_end:
+            self._put_campaign(c)
             self._emit(self._clock.now_ms(), "campaign_returned", campaign=c.cid, sku=sku,
                        units=back, on_hand=deltas)
         return deltas
@@ -290,11 +287,14 @@ class Campaigns:
 
     def campaign(self, campaign_id: str) -> Campaign | None:
         """A campaign by id, or None."""
+        check_id("campaign_id", campaign_id, limits.CAMPAIGN_BYTES_MAX)
         with self._lock:
-            self._sweep_due(self._clock.now_ms()) if not self._closed else None
+            self._begin()
             c = self._campaigns.get(campaign_id)
             return None if c is None else c.public()
 
     def campaigns(self) -> list[Campaign]:
+        """Every campaign, as of now."""
         with self._lock:
+            self._begin()
             return [c.public() for c in self._campaigns.values()]

@@ -24,11 +24,11 @@ class Catalogue:
             raise InvalidArgument("kind", f"is {kind!r}; use one of {LOCATION_KINDS}")
         with self._lock:
             now = self._begin()
-            if self._locations.get(location) == kind:
-                return
-            self._locations[location] = kind
-            self._batch.put("catalog", records.text_key("location", location), records.pack([kind]))
-            self._emit(now, "location_set", location=location, location_kind=kind)
+            if self._locations.get(location) != kind:
+                self._locations[location] = kind
+                self._batch.put("catalog", records.text_key("location", location),
+                                records.pack([kind]))
+                self._emit(now, "location_set", location=location, location_kind=kind)
             ticket = self._staged()
         self._wait(ticket)
 
@@ -127,7 +127,7 @@ class Catalogue:
             if channel is not None:
                 if channel not in self._channels:
                     raise NotFound("channel", channel)
-                self._csafety[(channel, sku)] = units
+                self._csafety.setdefault(sku, {})[channel] = units
                 key = records.text_key("csafety", channel, sku)
             else:
                 self._require_location("location", location)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import logging
 import os
 import threading
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from .store import Store
 assert limits.PRESALE_UNITS_MAX <= -_core.FLOOR_MIN
 
 Durability = Literal["fsync", "async"]
+log = logging.getLogger("stockgate.engine")
 
 
 class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
@@ -83,7 +85,8 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         self._store = Store(path, map_size_bytes=map_size_bytes,
                             map_size_bytes_max=map_size_bytes_max)
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed = False  # no new calls
+        self._store_closed = False
         self._load()
         self._writer = Writer(self._store, self._lock, self._cut, self._tick, self._on_failure)
         from .aio import AsyncEngine
@@ -99,7 +102,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         self._codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}
         self._codes_names = -1  # index.names_count when _codes was filled
         self._bsafety: dict[int, int] = {}
-        self._csafety: dict[tuple[str, str], int] = {}
+        self._csafety: dict[str, dict[str, int]] = {}  # sku -> channel -> threshold
         self._locations: dict[str, str] = {}
         self._channels: dict[str, tuple[tuple[tuple[str, str], ...], bool]] = {}
         self._rules: dict[tuple[str, str | None], tuple[tuple[str, int], ...]] = {}
@@ -160,7 +163,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
             elif kind == "bsafety":
                 self._bsafety[int(parts[0])] = rec
             elif kind == "csafety":
-                self._csafety[(parts[0], parts[1])] = rec
+                self._csafety.setdefault(parts[1], {})[parts[0]] = rec
         for _, value in st.items("campaigns"):
             c = _Campaign.decode(value)
             self._campaigns[c.cid] = c
@@ -181,13 +184,19 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         self._seq = st.last_seq()
 
     def close(self) -> None:
-        """Write what is staged, stop the writer and close the store. Idempotent."""
-        if self._closed:
-            return
-        self._writer.close()
+        """Refuse new calls, write what is staged (its callers get their answers), stop
+        the writer and close the store. Idempotent."""
         with self._lock:
             self._closed = True
-        self._store.close()
+            leftover_possible = self._writer.stopped
+        self._writer.close()
+        with self._lock:
+            if self._batch or leftover_possible:
+                self._batch.finish(EngineClosed("the engine closed before this was written"))
+                self._batch = Batch()
+        if not self._store_closed:
+            self._store_closed = True
+            self._store.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -225,7 +234,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         """Expire due holds and move campaign windows; return seconds to the next timer."""
         with self._lock:
             if self._closed:
-                return 0.0
+                return limits.SWEEP_INTERVAL_MS_MAX / 1000
             now = self._clock.now_ms()
             self._sweep_due(now)
             nxt = min(
@@ -235,16 +244,23 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
             )
         return max(nxt - now, 1) / 1000.0
 
-    def _on_failure(self, error: BaseException) -> None:
-        # Memory ran ahead of the store with decisions that were never acknowledged:
-        # fail everything staged on top of them and rebuild memory from what is durable.
+    def _on_failure(self, error: BaseException, failed: Batch) -> None:
+        # Memory ran ahead of the store with decisions that were never acknowledged.
+        # Rebuild memory from what is durable first, then fail the failed batch and
+        # everything staged on top of it: a caller woken by the error who retries at once
+        # must find the book as the store has it, not the decisions that were lost.
         with self._lock:
             pending = self._batch
             try:
                 self._load()
             except Exception as exc:  # noqa: BLE001 - cannot trust memory any more
+                log.critical("stockgate: cannot reload the store after a failed write; "
+                             "the engine is closed: %s", exc)
                 self._closed = True
+                self._writer.stopped = True
+                self._batch = Batch()
                 error = exc
+        failed.finish(error)
         pending.finish(error)
 
     # ------------------------------------------------------------------ plumbing
@@ -255,16 +271,19 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
             raise EngineClosed("the engine is closed")
         pending = self._batch.ops + self._writer.in_flight
         if pending >= limits.PENDING_OPS_MAX:
-            raise Overloaded(pending, limits.PENDING_OPS_MAX)
+            raise Overloaded(pending, limits.PENDING_OPS_MAX, limits.OVERLOAD_RETRY_AFTER_MS)
         now = self._clock.now_ms()
         self._sweep_due(now)
         return now
 
     def _staged(self) -> Batch | None:
-        """Count the op into the open batch and return it as the caller's ticket."""
+        """Count the op into the open batch and return it as the caller's ticket. With
+        nothing open, the ticket is the batch being written: an answer that repeats an
+        earlier decision (a replay, a no-op) must not come before that decision is durable.
+        """
         batch = self._batch
         if not batch:
-            return None
+            return self._writer.current
         batch.ops += 1
         if batch.ops == 1:
             self._writer.wake()
@@ -326,7 +345,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
             if after == before:
                 continue
             sku, loc, pool = self._index.key(b)
-            if self._csafety:
+            if sku in self._csafety:
                 skus.setdefault(sku, {})[b] = after - before
             safety = self._bsafety.get(b)
             if not (before > 0 >= after or before <= 0 < after
@@ -345,10 +364,9 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
                 self._emit(now, "back_in_stock", **where)
             if safety and before >= safety > after:
                 self._emit(now, "below_safety_stock", threshold=safety, **where)
-        if self._csafety:
-            for (channel, sku), safety in self._csafety.items():
-                deltas = skus.get(sku)
-                if not deltas or channel not in self._channels:
+        for sku, deltas in skus.items():
+            for channel, safety in self._csafety.get(sku, {}).items():
+                if channel not in self._channels:
                     continue
                 after = self._chan_avail(channel, sku)
                 sources, presale = self._channels[channel]

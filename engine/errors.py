@@ -40,7 +40,7 @@ class Conflict(StockgateError):
 class Overloaded(StockgateError):
     """Too much work is waiting to become durable; retry after `retry_after_ms`."""
 
-    def __init__(self, pending: int, limit: int, retry_after_ms: int = 50) -> None:
+    def __init__(self, pending: int, limit: int, retry_after_ms: int) -> None:
         super().__init__(
             f"{pending} operations are waiting for the disk (limit {limit}); "
             f"retry in {retry_after_ms} ms"

@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import records
+from . import limits, records
+from ._core import SNAPSHOT_BYTES
 from .errors import StoreError
 
 log = logging.getLogger("stockgate.engine")
@@ -90,9 +91,13 @@ class Batch:
         with self._lock:
             self.error = error
             self.done = True
-            self.puts = {}  # the records are in the store now: let them go
+            # The records are in the store now (or never will be): keep only the verdict,
+            # since reservations keep their batch as a ticket for replays.
+            self.puts = {}
             self.events = []
+            self.dirty = set()
             event, futures = self._event, self._futures
+            self._event = None
             self._futures = {}
         if event is not None:
             event.set()
@@ -108,7 +113,8 @@ class Writer:
 
     `cut` runs under the engine lock and returns the open batch plus the snapshot of its
     dirty buckets (or None when there is nothing to write); `tick` runs timers (expiry,
-    campaign windows) between batches; `on_failure` repairs memory after a failed write.
+    campaign windows) between batches; `on_failure` repairs memory after a failed write
+    and then fails the batch, so no caller can see the failed decisions in between.
     """
 
     def __init__(
@@ -117,14 +123,15 @@ class Writer:
         lock: threading.Lock,
         cut: Callable[[], tuple[Batch, list[int], bytes] | None],
         tick: Callable[[], float],
-        on_failure: Callable[[BaseException], None],
+        on_failure: Callable[[BaseException, Batch], None],
     ) -> None:
         self._store = store
         self._cut = cut
         self._tick = tick
         self._on_failure = on_failure
         self.cond = threading.Condition(lock)
-        self.closing = False
+        self.closing = False  # close(): write what is staged, then stop
+        self.stopped = False  # the engine is broken: stop at once, write nothing more
         self.in_flight = 0  # operations of the batch being written
         self.current: Batch | None = None  # the batch being written, if any
         self.batches_written = 0
@@ -137,11 +144,11 @@ class Writer:
                 delay = self._tick()
             except Exception:  # noqa: BLE001 - a bug in a timer must not stop the commits
                 log.exception("stockgate writer: timer failed; commits go on")
-                delay = 0.05
+                delay = limits.SWEEP_INTERVAL_MS_MAX / 1000
             with self.cond:
-                cut = self._cut()
+                cut = None if self.stopped else self._cut()
                 if cut is None:
-                    if self.closing:
+                    if self.closing or self.stopped:
                         return
                     self.cond.wait(delay)
                     continue
@@ -155,7 +162,7 @@ class Writer:
     def _write(self, batch: Batch, dirty: list[int], snapshot: bytes) -> None:
         puts = batch.puts
         if dirty:
-            width = records.BUCKET.size - 1
+            width = SNAPSHOT_BYTES
             puts["buckets"] = {
                 records.bucket_id_key(b): records.bucket_value(snapshot[i * width:(i + 1) * width])
                 for i, b in enumerate(dirty)
@@ -171,8 +178,14 @@ class Writer:
             self._store.write(puts, journal)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the callers
             error = exc if isinstance(exc, StoreError) else StoreError(f"write failed: {exc!r}")
-            batch.finish(error)
-            self._on_failure(error)
+            log.error("stockgate writer: a batch of %d operations failed: %s", batch.ops, error)
+            try:
+                self._on_failure(error, batch)
+            except BaseException:  # noqa: BLE001 - a bug here must not strand the callers
+                log.critical("stockgate writer: repairing after a failed write failed; "
+                             "stopping", exc_info=True)
+                self.stopped = True
+                batch.finish(error)
             return
         self.batches_written += 1
         batch.finish()

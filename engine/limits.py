@@ -39,12 +39,18 @@ IMPORT_ROWS_MAX = 10_000_000
 JOURNAL_READ_EVENTS_MAX = 10_000
 PLACE_CODES_CACHED_MAX = 4_096  # (channel, preferred locations) source orders kept resolved
 
+SEQ_MAX = (1 << 63) - 1  # journal sequence numbers
+
 # Time, in milliseconds.
+TIME_MS_MAX = 1 << 62  # any timestamp a caller passes (about 146 million years)
 TTL_MS_MIN = 1_000
 TTL_MS_DEFAULT = 15 * 60 * 1_000
 TTL_MS_MAX = 7 * 24 * 3_600 * 1_000
 CAMPAIGN_WINDOW_MS_MAX = 90 * 24 * 3_600 * 1_000
 SWEEP_INTERVAL_MS_MAX = 50  # the writer looks for due expiries at least this often
+
+CHECK_QUIET_TRIES_MAX = 100  # check() waits for a quiet moment at most this many flushes
+OVERLOAD_RETRY_AFTER_MS = 50  # the retry hint of Overloaded
 
 # Back-pressure: operations decided but not yet durable. Past this, callers are told to
 # slow down instead of queueing without end.

@@ -40,6 +40,18 @@ class Movements:
         self._touch(b)
         self._counters.add_on_hand(b, delta)
 
+    def _shift(self, src: int, dst: int, units: int, field: str = "qty") -> list[list[int]]:
+        """Move available units from one bucket to another; both sides are checked before
+        either changes. Returns the on_hand deltas for the journal."""
+        after = self._counters.on_hand_of(dst) + units
+        if after > limits.ON_HAND_MAX:
+            raise InvalidArgument(
+                field, f"would bring on_hand to {after}; the limit is {limits.ON_HAND_MAX}"
+            )
+        self._add_on_hand(src, -units)
+        self._add_on_hand(dst, units)
+        return [[src, -units], [dst, units]]
+
     def receive(self, sku: str, location: str, qty: int, *, pool: str | None = None,
                 ref: str | None = None) -> dict[str, int]:
         """Stock arrives (purchase receipt, customer return). Without `pool` it splits by
@@ -116,10 +128,9 @@ class Movements:
             self._require_location("location", location)
             src = self._movable(sku, location, from_pool, qty)
             dst = self._bucket(sku, location, to_pool)
-            self._add_on_hand(src, -qty)
-            self._add_on_hand(dst, qty)
+            deltas = self._shift(src, dst, qty)
             self._emit(now, "moved", sku=sku, location=location, from_pool=from_pool,
-                       to_pool=to_pool, on_hand=[[src, -qty], [dst, qty]])
+                       to_pool=to_pool, on_hand=deltas)
             self._alerts(now)
             ticket = self._staged()
         self._wait(ticket)
@@ -142,7 +153,7 @@ class Movements:
             if old is not None:
                 if old[:6] != body:
                     raise Conflict("transfer_id", f"{transfer_id!r} was used for another transfer")
-                ticket = None
+                ticket = self._staged()  # a replay: answered once the first is durable
             else:
                 self._require_location("from_location", from_location)
                 self._require_location("to_location", to_location)
@@ -167,7 +178,6 @@ class Movements:
             rec = self._transfers.get(transfer_id)
             if rec is None:
                 raise NotFound("transfer_id", transfer_id)
-            ticket = None
             if rec[6] == "in_transit":
                 sku, _, _, to_loc, to_pool, qty = rec[:6]
                 dst = self._bucket(sku, to_loc, to_pool)
@@ -177,7 +187,7 @@ class Movements:
                 self._emit(now, "transfer_in", transfer_id=transfer_id, sku=sku, qty=qty,
                            on_hand=[[dst, qty]])
                 self._alerts(now)
-                ticket = self._staged()
+            ticket = self._staged()
         self._wait(ticket)
         return "received"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from . import limits
 from .campaigns import ACTIVE
-from .check import CheckReport
-from .errors import InvalidArgument, NotFound
+from .check import CheckReport, run_check
+from .errors import InvalidArgument, NotFound, Overloaded
 from .lifecycle import State
 from .limits import check_count, check_id, check_int
 from .outcomes import Outcome
@@ -92,10 +92,12 @@ class Queries:
 
     def journal(self, from_seq: int = 1, limit: int = limits.JOURNAL_READ_EVENTS_MAX
                 ) -> list[dict[str, Any]]:
-        """Durable journal events with seq >= from_seq, oldest first, at most `limit`.
-        Bucket references in events are bucket ids; bucket_key() names them."""
-        check_int("from_seq", from_seq, 1, 1 << 62)
+        """Journal events with seq >= from_seq, oldest first, at most `limit`: everything
+        decided before the call, once durable (the call waits for that). Bucket references
+        in events are bucket ids; bucket_key() names them."""
+        check_int("from_seq", from_seq, 1, limits.SEQ_MAX)
         check_int("limit", limit, 1, limits.JOURNAL_READ_EVENTS_MAX)
+        self.flush()
         return self._store.read_journal(from_seq, limit)
 
     def bucket_key(self, bucket: int) -> tuple[str, str, str]:
@@ -109,7 +111,9 @@ class Queries:
         return self._seq
 
     def live_reservations(self) -> int:
+        """Reservations held now."""
         with self._lock:
+            self._begin()
             return sum(1 for r in self._res.values() if r.state == State.HELD)
 
     def memory_bytes(self) -> dict[str, int]:
@@ -120,9 +124,13 @@ class Queries:
     def check(self) -> CheckReport:
         """Recompute every bucket's held from the live reservations and its on_hand from
         the journal, compare with memory and with the stored counters, and report every
-        drift. Waits for pending writes first."""
-        self.flush()
-        from .check import run_check
-
-        with self._lock:
-            return run_check(self)
+        drift. It needs a moment when everything decided is durable: it flushes, then holds
+        the lock (no decisions meanwhile) if the writer has nothing left, else tries again,
+        up to CHECK_QUIET_TRIES_MAX times; past that it raises Overloaded."""
+        for _ in range(limits.CHECK_QUIET_TRIES_MAX):
+            self.flush()
+            with self._lock:
+                if not self._batch and self._writer.current is None:
+                    return run_check(self)
+        raise Overloaded(self._batch.ops, limits.CHECK_QUIET_TRIES_MAX,
+                         limits.OVERLOAD_RETRY_AFTER_MS)

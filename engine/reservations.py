@@ -198,15 +198,20 @@ class Reservations:
                     slots[i] = exc
                     checked[i] = None
             live = [c for c in checked if c is not None]
-            results = self._decide_reserves(live, now) if live else []
             batch = self._batch
-            if batch:
+            mark = len(batch.events)  # what _begin's timers staged is not ours to wait for
+            results = self._decide_reserves(live, now) if live else []
+            staged = len(batch.events) > mark
+            if staged:
                 batch.ops += len(results)
                 if batch.ops == len(results):
                     self._writer.wake()
-        # A replay of a reservation still on its way to disk waits for that batch too.
-        tickets = {id(t): t for _, t in results if t is not None and not t.done}
-        if batch:
+        # Wait for our own batch, and for the batch of a replayed reservation that is
+        # still on its way to disk (or whose write failed: that error is the answer).
+        # A refusal that staged nothing waits for nothing.
+        tickets = {id(t): t for _, t in results
+                   if t is not None and (not t.done or t.error is not None)}
+        if staged:
             tickets[id(batch)] = batch
         it = iter(results)
         for i, c in enumerate(checked):
@@ -300,10 +305,19 @@ class Reservations:
                 out[i] = (Result(outcome, self._public(r, line_results), False, line_results),
                           None)
             self._alerts(now)
+        # Repeats of an id within the call: a replay of what the first one made, or, if the
+        # first was refused (and so is not remembered), a decision of their own.
+        anew = []
         for i in later:
             rid, key, _, _ = checked[i]
             r = self._res.get(rid)
-            out[i] = self._replay(r, key) if r is not None else out[seen[rid]]
+            if r is not None:
+                out[i] = self._replay(r, key)
+            else:
+                anew.append(i)
+        if anew:
+            for i, res in zip(anew, self._decide_reserves([checked[i] for i in anew], now)):
+                out[i] = res
         return out
 
     def _refused(self, key: tuple, outcome: Outcome, unknown: list[bool] | None = None) -> Result:
@@ -470,9 +484,6 @@ class Reservations:
         self._emit(now, kind, id=r.rid, channel=r.channel, held=held, on_hand=on_hand)
         self._alerts(now)
 
-    def _lookup(self, rid: str) -> _Res | None:
-        return self._res.get(rid)
-
     def commit(self, reservation_id: str, lines: Sequence[tuple[str, int]] | None = None) -> Result:
         """The order is paid: held units leave on_hand. With `lines` ((sku, qty) pairs),
         commit only those units and release the rest (partial shipment). Repeating the
@@ -492,7 +503,7 @@ class Reservations:
             want = tuple(sorted(merged.items()))
         with self._lock:
             now = self._begin()
-            r = self._lookup(reservation_id)
+            r = self._res.get(reservation_id)
             if r is None:
                 return Result(Outcome.NOT_FOUND), None
             if r.state == State.COMMITTED and r.commit_req == want:
@@ -539,7 +550,7 @@ class Reservations:
         check_id("reservation_id", reservation_id, limits.RESERVATION_ID_BYTES_MAX)
         with self._lock:
             now = self._begin()
-            r = self._lookup(reservation_id)
+            r = self._res.get(reservation_id)
             if r is None:
                 return Result(Outcome.NOT_FOUND), None
             if r.state == State.RELEASED:
@@ -561,7 +572,7 @@ class Reservations:
         check_int("ttl_ms", ttl_ms, limits.TTL_MS_MIN, limits.TTL_MS_MAX)
         with self._lock:
             now = self._begin()
-            r = self._lookup(reservation_id)
+            r = self._res.get(reservation_id)
             if r is None:
                 return Result(Outcome.NOT_FOUND), None
             if r.state != State.HELD:
@@ -587,7 +598,7 @@ class Reservations:
         new_lines = self._check_lines(lines)
         with self._lock:
             now = self._begin()
-            r = self._lookup(reservation_id)
+            r = self._res.get(reservation_id)
             if r is None:
                 return Result(Outcome.NOT_FOUND), None
             if r.state != State.HELD:
