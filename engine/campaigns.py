@@ -149,8 +149,11 @@ class Campaigns:
         check_count("channels", len(channels), 1, limits.CHANNELS_PER_CAMPAIGN_MAX)
         for i, ch in enumerate(channels):
             check_id(f"channels[{i}]", ch, limits.CHANNEL_BYTES_MAX)
-        check_int("start_ms", start_ms, 0, 1 << 62)
-        check_int("end_ms", end_ms, start_ms + 1, start_ms + limits.CAMPAIGN_WINDOW_MS_MAX)
+        check_int("start_ms", start_ms, 0, limits.TIME_MS_MAX)
+        check_int("end_ms", end_ms, start_ms + 1, limits.TIME_MS_MAX)
+        if end_ms - start_ms > limits.CAMPAIGN_WINDOW_MS_MAX:
+            raise InvalidArgument("end_ms", f"makes a window of {end_ms - start_ms} ms; the "
+                                            f"limit is {limits.CAMPAIGN_WINDOW_MS_MAX} ms")
         check_id("location", location, limits.LOCATION_BYTES_MAX)
         check_id("source_pool", source_pool, limits.POOL_BYTES_MAX)
         if source_pool.startswith(CAMPAIGN_POOL_PREFIX):
@@ -158,18 +161,25 @@ class Campaigns:
         if not isinstance(quotas, dict):
             raise InvalidArgument("quotas", "must be a mapping of sku to units")
         check_count("quotas", len(quotas), 1, limits.SKUS_PER_CAMPAIGN_MAX)
-        for sku, q in quotas.items():
-            check_id("quotas.sku", sku, limits.SKU_BYTES_MAX)
+        for i, (sku, q) in enumerate(quotas.items()):
+            check_id(f"quotas key #{i}", sku, limits.SKU_BYTES_MAX)
             check_qty(f"quotas[{sku}]", q)
         check_int("customer_limit", customer_limit, 0, limits.QTY_MAX)
         with self._lock:
             now = self._begin()
+            if self._index.names_count >= limits.LOCATION_AND_POOL_NAMES_MAX:
+                raise Conflict("campaign_id", f"no room for another campaign pool: "
+                               f"{limits.LOCATION_AND_POOL_NAMES_MAX} location and pool names "
+                               "exist")
             if campaign_id in self._campaigns:
                 raise Conflict("campaign_id", f"{campaign_id!r} exists already")
             self._require_location("location", location)
             for i, ch in enumerate(channels):
                 if ch not in self._channels:
                     raise NotFound(f"channels[{i}]", ch)
+            if end_ms <= now:
+                raise Conflict("end_ms", f"is {end_ms}, already past (now {now}): a campaign "
+                                         "needs a window that is still open")
             c = _Campaign()
             c.cid, c.channels = campaign_id, frozenset(channels)
             c.start_ms, c.end_ms = start_ms, end_ms

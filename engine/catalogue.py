@@ -48,6 +48,8 @@ class Catalogue:
         if not isinstance(sources, (list, tuple)):
             raise InvalidArgument("sources", "must be a list of (location, pool) pairs")
         check_count("sources", len(sources), 1, limits.SOURCES_PER_CHANNEL_MAX)
+        if not isinstance(allow_presale, bool):
+            raise InvalidArgument("allow_presale", "must be a boolean")
         clean = []
         for i, pair in enumerate(sources):
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
@@ -61,12 +63,12 @@ class Catalogue:
             now = self._begin()
             for i, (loc, _) in enumerate(clean):
                 self._require_location(f"sources[{i}].location", loc)
-            self._channels[channel] = (tuple(clean), bool(allow_presale))
+            self._channels[channel] = (tuple(clean), allow_presale)
             self._codes.clear()
             self._batch.put("catalog", records.text_key("channel", channel),
-                            records.pack([[clean, bool(allow_presale)]]))
+                            records.pack([[clean, allow_presale]]))
             self._emit(now, "channel_set", channel=channel, sources=clean,
-                       allow_presale=bool(allow_presale))
+                       allow_presale=allow_presale)
             ticket = self._staged()
         self._wait(ticket)
 

@@ -13,7 +13,6 @@ import time
 import uuid
 
 from .engine import Engine
-from .limits import check_count
 
 DEMO_SKUS = 1_000
 DEMO_UNITS_PER_SKU = 100  # per location, before the allocation rule splits it
@@ -95,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stockgate.engine.demo", description=__doc__)
     ap.add_argument("dir", nargs="?", default="./stockgate-data", help="the store directory")
     args = ap.parse_args(argv)
-    check_count("dir", len(args.dir), 1, 4096)
     t0 = time.perf_counter()
     with Engine(args.dir) as engine:
         if load_demo(engine):

@@ -78,13 +78,19 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
     ) -> None:
         if durability not in ("fsync", "async"):
             raise InvalidArgument("durability", f"is {durability!r}; use 'fsync' or 'async'")
-        check_int("map_size_bytes", map_size_bytes, 1 << 20, limits.MAP_SIZE_BYTES_MAX)
+        check_int("map_size_bytes", map_size_bytes, limits.MAP_SIZE_BYTES_MIN,
+                  limits.MAP_SIZE_BYTES_MAX)
+        check_int("map_size_bytes_max", map_size_bytes_max, map_size_bytes,
+                  limits.MAP_SIZE_BYTES_MAX)
         self.path = os.fspath(path)
         self.durability: Durability = durability
         self._clock: Clock = clock or SystemClock()
         self._store = Store(path, map_size_bytes=map_size_bytes,
                             map_size_bytes_max=map_size_bytes_max)
         self._lock = threading.Lock()
+        self._paused = False  # check() is running: new calls wait on _resume
+        self._resume = threading.Condition(self._lock)
+        self._check_lock = threading.Lock()
         self._closed = False  # no new calls
         self._store_closed = False
         self._load()
@@ -266,7 +272,10 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
     # ------------------------------------------------------------------ plumbing
 
     def _begin(self) -> int:
-        """Under the lock: refuse when closed or overloaded, run due timers, return now."""
+        """Under the lock: wait out a check(), refuse when closed or overloaded, run due
+        timers, return now."""
+        while self._paused:
+            self._resume.wait()
         if self._closed:
             raise EngineClosed("the engine is closed")
         pending = self._batch.ops + self._writer.in_flight

@@ -20,6 +20,8 @@ CUSTOMER_BYTES_MAX = 128
 CAMPAIGN_BYTES_MAX = 64
 RESERVATION_ID_BYTES_MAX = 128
 TRANSFER_ID_BYTES_MAX = 128
+REF_BYTES_MAX = 128  # a receipt's or stocktake's reference (purchase order, count sheet)
+LOCATION_AND_POOL_NAMES_MAX = 65_535  # distinct names, campaign pools included (C index)
 
 # Quantities, in units.
 QTY_MAX = 1_000_000_000  # one line of a reservation or movement
@@ -49,7 +51,6 @@ TTL_MS_MAX = 7 * 24 * 3_600 * 1_000
 CAMPAIGN_WINDOW_MS_MAX = 90 * 24 * 3_600 * 1_000
 SWEEP_INTERVAL_MS_MAX = 50  # the writer looks for due expiries at least this often
 
-CHECK_QUIET_TRIES_MAX = 100  # check() waits for a quiet moment at most this many flushes
 OVERLOAD_RETRY_AFTER_MS = 50  # the retry hint of Overloaded
 
 # Back-pressure: operations decided but not yet durable. Past this, callers are told to
@@ -57,6 +58,8 @@ OVERLOAD_RETRY_AFTER_MS = 50  # the retry hint of Overloaded
 PENDING_OPS_MAX = 200_000
 
 # Store.
+LMDB_KEY_BYTES_MAX = 511  # LMDB's compiled-in key limit
+MAP_SIZE_BYTES_MIN = 1 << 20
 MAP_SIZE_BYTES_DEFAULT = 1 << 30
 MAP_SIZE_BYTES_MAX = 1 << 40
 MAP_GROWTH_FACTOR = 2
@@ -68,9 +71,10 @@ assert QTY_MAX <= ON_HAND_MAX
 assert LINES_PER_RESERVATION_MAX <= BATCH_OPS_MAX
 assert IMPORT_CHUNK_ROWS <= IMPORT_ROWS_MAX
 assert BATCH_OPS_MAX < PENDING_OPS_MAX
-assert MAP_SIZE_BYTES_DEFAULT <= MAP_SIZE_BYTES_MAX
-# Reservation ids go into LMDB keys as they are; LMDB refuses keys over 511 bytes.
-assert RESERVATION_ID_BYTES_MAX <= 511 and TRANSFER_ID_BYTES_MAX <= 511
+assert MAP_SIZE_BYTES_MIN <= MAP_SIZE_BYTES_DEFAULT <= MAP_SIZE_BYTES_MAX
+# Reservation and transfer ids go into LMDB keys as they are.
+assert RESERVATION_ID_BYTES_MAX <= LMDB_KEY_BYTES_MAX
+assert TRANSFER_ID_BYTES_MAX <= LMDB_KEY_BYTES_MAX
 
 
 def check_id(field: str, value: object, max_bytes: int) -> str:

@@ -22,7 +22,8 @@ class Movements:
             raise InvalidArgument(
                 "pool", f"is required: location {location!r} has no allocation rule"
             )
-        shares = [(pool, qty * pct // 100, (qty * pct) % 100, i)
+        total = limits.PERCENT_TOTAL
+        shares = [(pool, qty * pct // total, (qty * pct) % total, i)
                   for i, (pool, pct) in enumerate(rule)]
         left = qty - sum(s[1] for s in shares)
         order = sorted(range(len(shares)), key=lambda i: (-shares[i][2], shares[i][3]))
@@ -62,7 +63,7 @@ class Movements:
         if pool is not None:
             _check_pool("pool", pool)
         if ref is not None:
-            check_id("ref", ref, limits.RESERVATION_ID_BYTES_MAX)
+            check_id("ref", ref, limits.REF_BYTES_MAX)
         with self._lock:
             now = self._begin()
             self._require_location("location", location)
@@ -91,7 +92,7 @@ class Movements:
         _check_pool("pool", pool)
         check_int("on_hand", on_hand, 0, limits.ON_HAND_MAX)
         if ref is not None:
-            check_id("ref", ref, limits.RESERVATION_ID_BYTES_MAX)
+            check_id("ref", ref, limits.REF_BYTES_MAX)
         with self._lock:
             now = self._begin()
             self._require_location("location", location)

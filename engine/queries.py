@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import limits
-from .campaigns import ACTIVE
 from .check import CheckReport, run_check
-from .errors import InvalidArgument, NotFound, Overloaded
+from .errors import InvalidArgument, NotFound
 from .lifecycle import State
 from .limits import check_count, check_id, check_int
 from .outcomes import Outcome
+from .reservations import _check_prefer
 from .results import Reservation
 
 
@@ -47,21 +47,20 @@ class Queries:
             check_id(f"skus[{i}]", sku, limits.SKU_BYTES_MAX)
         if campaign is not None:
             check_id("campaign", campaign, limits.CAMPAIGN_BYTES_MAX)
+        prefer = _check_prefer(prefer_locations)
         with self._lock:
             now = self._begin()
             if channel not in self._channels:
                 raise NotFound("channel", channel)
+            if campaign is not None and campaign not in self._campaigns:
+                raise NotFound("campaign", campaign)
             presale = self._channels[channel][1] and campaign is None
             key = (channel, None, campaign, False, ())
-            if campaign is not None:
-                c = self._campaigns.get(campaign)
-                blocked = (c is None or c.state != ACTIVE or not c.start_ms <= now < c.end_ms
-                           or channel not in c.channels)
-                if blocked:
-                    return {sku: 0 for sku in skus}
+            if self._campaign_refusal(key, now) is not None:
+                return {sku: 0 for sku in skus}  # closed, or not for this channel
             out = {}
             for sku in skus:
-                sources = self._sources(key, tuple(prefer_locations), sku)
+                sources = self._sources(key, prefer, sku)
                 if isinstance(sources, Outcome):
                     out[sku] = 0
                 else:
@@ -124,13 +123,18 @@ class Queries:
     def check(self) -> CheckReport:
         """Recompute every bucket's held from the live reservations and its on_hand from
         the journal, compare with memory and with the stored counters, and report every
-        drift. It needs a moment when everything decided is durable: it flushes, then holds
-        the lock (no decisions meanwhile) if the writer has nothing left, else tries again,
-        up to CHECK_QUIET_TRIES_MAX times; past that it raises Overloaded."""
-        for _ in range(limits.CHECK_QUIET_TRIES_MAX):
-            self.flush()
+        drift. It needs every decision durable, so it pauses new calls (they wait, they are
+        not refused), lets the writer finish, checks, and resumes them."""
+        with self._check_lock:
             with self._lock:
-                if not self._batch and self._writer.current is None:
-                    return run_check(self)
-        raise Overloaded(self._batch.ops, limits.CHECK_QUIET_TRIES_MAX,
-                         limits.OVERLOAD_RETRY_AFTER_MS)
+                self._paused = True
+            try:
+                while True:
+                    self.flush()
+                    with self._lock:
+                        if not self._batch and self._writer.current is None:
+                            return run_check(self)
+            finally:
+                with self._lock:
+                    self._paused = False
+                    self._resume.notify_all()

@@ -22,6 +22,16 @@ from .results import Allocation, LineResult, Reservation, Result
 _RANK = {Outcome.UNKNOWN_SKU: 0, Outcome.CUSTOMER_LIMIT: 1, Outcome.INSUFFICIENT_STOCK: 2}
 
 
+def _check_prefer(prefer: object) -> tuple[str, ...]:
+    """Preferred locations (nearest warehouse first), checked."""
+    if isinstance(prefer, str) or not isinstance(prefer, (list, tuple)):
+        raise InvalidArgument("prefer_locations", "must be a list of locations")
+    check_count("prefer_locations", len(prefer), 0, limits.SOURCES_PER_CHANNEL_MAX)
+    for i, loc in enumerate(prefer):
+        check_id(f"prefer_locations[{i}]", loc, limits.LOCATION_BYTES_MAX)
+    return tuple(prefer)
+
+
 @dataclass(frozen=True, slots=True)
 class ReserveRequest:
     """One reservation to make, for Engine.reserve_many()."""
@@ -117,14 +127,8 @@ class Reservations:
         check_int("ttl_ms", req.ttl_ms, limits.TTL_MS_MIN, limits.TTL_MS_MAX)
         if not isinstance(req.partial, bool):
             raise InvalidArgument("partial", "must be a boolean")
-        prefer = req.prefer_locations
-        if not isinstance(prefer, (list, tuple)):
-            raise InvalidArgument("prefer_locations", "must be a list of locations")
-        check_count("prefer_locations", len(prefer), 0, limits.SOURCES_PER_CHANNEL_MAX)
-        for i, loc in enumerate(prefer):
-            check_id(f"prefer_locations[{i}]", loc, limits.LOCATION_BYTES_MAX)
         key = (channel, req.customer, req.campaign, req.partial, lines)
-        return rid, key, req.ttl_ms, tuple(prefer)
+        return rid, key, req.ttl_ms, _check_prefer(req.prefer_locations)
 
     def reserve(
         self,

@@ -25,7 +25,8 @@ DB_NAMES = (
     "reservations",
     "journal",  # last seq of a chunk -> [first_seq, [event, ...]]
 )
-MAX_DBS = len(DB_NAMES) + 2
+MAX_DBS_SPARE = 2  # room for a sub-database a later format adds before migrating
+MAX_DBS = len(DB_NAMES) + MAX_DBS_SPARE
 
 
 class Store:

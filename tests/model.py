@@ -525,6 +525,8 @@ class Model:
         for ch in channels:
             if ch not in self.channels:
                 raise ModelError("notfound", ch)
+        if end_ms <= self.now:
+            raise ModelError("conflict", "the window is already past")
         c = Campaign(cid, tuple(sorted(channels)), start_ms, end_ms, location, source_pool,
                      dict(quotas), customer_limit)
         self.campaigns[cid] = c

@@ -9,6 +9,8 @@ from stockgate.engine import Conflict, Engine, InvalidArgument, NotFound, Outcom
 START = 10_000  # ms after the clock's start
 END = 60_000
 
+LATER_MS = 2_000_000_000_000  # a campaign window still to come on the test clock
+
 
 def buckets(engine: Engine, sku: str = "SKU-1") -> dict[str, tuple[int, int]]:
     """pool -> (on_hand, held) of the SKU's WH-EAST buckets."""
@@ -274,7 +276,7 @@ def test_campaign_window_open_at_creation_starts_at_once(book, clock):
     ("no channels -> InvalidArgument", {"channels": []}, InvalidArgument, "channels"),
 ])
 def test_create_campaign_refusals(sale, story, kwargs, exc, field):
-    args = dict(campaign_id="FS2", channels=["tmall"], start_ms=10, end_ms=20,
+    args = dict(campaign_id="FS2", channels=["tmall"], start_ms=LATER_MS, end_ms=LATER_MS + 10,
                 location="WH-EAST", source_pool="online", quotas={"SKU-1": 1})
     args.update(kwargs)
     seq = sale.last_seq

@@ -32,6 +32,8 @@ from stockgate.engine.limits import (
     TTL_MS_MIN,
 )
 
+LATER_MS = 2_000_000_000_000  # a campaign window still to come on the test clock
+
 
 def fingerprint(engine: Engine):
     """Everything a refused call must leave as it was."""
@@ -90,7 +92,7 @@ def _channel(e, v):
 
 
 def _campaign(e, v):
-    return e.create_campaign(v, channels=["tmall"], start_ms=10, end_ms=20,
+    return e.create_campaign(v, channels=["tmall"], start_ms=LATER_MS, end_ms=LATER_MS + 10,
                              location="WH-EAST", source_pool="online", quotas={"SKU-1": 1})
 
 
@@ -224,7 +226,7 @@ def test_channels_per_campaign_max(book):
     chans = [f"ch{i}" for i in range(CHANNELS_PER_CAMPAIGN_MAX + 1)]
     for c in chans:
         book.set_channel(c, [("WH-EAST", "online")])
-    args = dict(start_ms=10, end_ms=20, location="WH-EAST", source_pool="online",
+    args = dict(start_ms=LATER_MS, end_ms=LATER_MS + 10, location="WH-EAST", source_pool="online",
                 quotas={"SKU-1": 1})
     book.create_campaign("C1", channels=chans[:-1], **args)
     refused(book, lambda: book.create_campaign("C2", channels=chans, **args), "channels",
@@ -294,10 +296,11 @@ def test_ttl_limits(shop, ttl_ms, ok):
 def test_campaign_window_max(book):
     args = dict(channels=["tmall"], location="WH-EAST", source_pool="online",
                 quotas={"SKU-1": 1})
-    book.create_campaign("C1", start_ms=10, end_ms=10 + CAMPAIGN_WINDOW_MS_MAX, **args)
+    book.create_campaign("C1", start_ms=LATER_MS, end_ms=LATER_MS + CAMPAIGN_WINDOW_MS_MAX,
+                         **args)
     refused(book, lambda: book.create_campaign(
-        "C2", start_ms=10, end_ms=11 + CAMPAIGN_WINDOW_MS_MAX, **args), "end_ms",
-        10 + CAMPAIGN_WINDOW_MS_MAX)
+        "C2", start_ms=LATER_MS, end_ms=LATER_MS + 1 + CAMPAIGN_WINDOW_MS_MAX, **args), "end_ms",
+        CAMPAIGN_WINDOW_MS_MAX)
 
 
 def test_map_size_bytes(tmp_path, clock):
