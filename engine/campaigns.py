@@ -108,7 +108,7 @@ class Campaigns:
             self._limit_idx[k] = idx
         return idx
 
-    def _count_limit(self, r: Any, sign: int) -> None:
+    def _count_limit(self, r: Any) -> None:
         """Recovery: charge a loaded reservation's units to its customer's allowance."""
         if r.campaign is None or r.customer is None:
             return
@@ -123,8 +123,7 @@ class Campaigns:
             return
         for sku, units in per_sku:
             if units:
-                self._limits.force_take(self._limit_counter(r.campaign, r.customer, sku),
-                                        sign * units)
+                self._limits.force_take(self._limit_counter(r.campaign, r.customer, sku), units)
 
     def create_campaign(
         self,

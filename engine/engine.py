@@ -186,7 +186,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
             self._res[r.rid] = r
             if r.state == State.HELD:
                 heapq.heappush(self._expiry, (r.expires_ms, r.rid))
-            self._count_limit(r, +1)
+            self._count_limit(r)
         self._seq = st.last_seq()
 
     def close(self) -> None:

@@ -592,7 +592,9 @@ class Reservations:
     def amend(self, reservation_id: str, lines: Sequence[tuple[str, int]]) -> Result:
         """Replace the lines of a held reservation in one step. The old hold is counted as
         free for the new lines, so the holder never blocks itself; if the new lines cannot
-        be held, the old hold stays exactly as it was and the outcome says why."""
+        be held, the old hold stays exactly as it was and the outcome says why. The new
+        lines walk the channel's sources in their own order (the first call's
+        prefer_locations are not kept); the expiry stays as it was."""
         result, ticket = self._amend(reservation_id, lines)
         self._wait(ticket)
         return result

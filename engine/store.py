@@ -1,6 +1,7 @@
 """The durable state: one LMDB environment, its sub-databases, and the only code that
 opens write transactions. A write transaction belongs to the OS thread that began it, so
-everything here except load() and read_journal() runs on the group-commit thread."""
+write() runs on the group-commit thread alone; the readers (items(), read_journal(),
+journal_chunks(), last_seq()) open short read transactions from any thread."""
 
 from __future__ import annotations
 
