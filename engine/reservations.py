@@ -436,7 +436,7 @@ class Reservations:
         return Reservation(
             r.rid, r.channel, r.state, lines, r.customer, r.campaign, r.created_ms,
             r.expires_ms, r.resolved_ms,
-            tuple((s, u) for s, u in (r.committed or ())),
+            tuple(map(tuple, r.committed)) if r.committed else (),
         )
 
     def _give_back(self, r: _Res, keep: dict[int, int] | None = None) -> list[list[int]]:
