@@ -254,14 +254,18 @@ class Campaigns:
                        units=back, on_hand=deltas)
         return deltas
 
+    def _campaign_named(self, campaign_id: str) -> _Campaign:
+        c = self._campaigns.get(campaign_id)
+        if c is None:
+            raise NotFound("campaign_id", campaign_id)
+        return c
+
     def start_campaign(self, campaign_id: str) -> Campaign:
         """Start a scheduled campaign now instead of at its start_ms."""
         check_id("campaign_id", campaign_id, limits.CAMPAIGN_BYTES_MAX)
         with self._lock:
             now = self._begin()
-            c = self._campaigns.get(campaign_id)
-            if c is None:
-                raise NotFound("campaign_id", campaign_id)
+            c = self._campaign_named(campaign_id)
             if c.state == SCHEDULED:
                 if now >= c.end_ms:
                     raise Conflict("campaign_id", f"{campaign_id!r} window ended already")
@@ -278,9 +282,7 @@ class Campaigns:
         check_id("campaign_id", campaign_id, limits.CAMPAIGN_BYTES_MAX)
         with self._lock:
             now = self._begin()
-            c = self._campaigns.get(campaign_id)
-            if c is None:
-                raise NotFound("campaign_id", campaign_id)
+            c = self._campaign_named(campaign_id)
             if c.state == SCHEDULED:
                 c.state = ENDED
                 self._put_campaign(c)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -488,6 +488,20 @@ class Reservations:
         self._emit(now, kind, id=r.rid, channel=r.channel, held=held, on_hand=on_hand)
         self._alerts(now)
 
+    def _held(self, reservation_id: str, replays: Callable[[_Res], bool] | None = None
+              ) -> tuple[_Res | None, tuple[Result, Batch | None] | None]:
+        """(the reservation, None) when it is held; else (None, the answer): NOT_FOUND, the
+        first outcome of an identical earlier call (`replays` says which), or NOT_HELD.
+        An answer about a state still on its way to disk waits for that batch."""
+        r = self._res.get(reservation_id)
+        if r is None:
+            return None, (Result(Outcome.NOT_FOUND), None)
+        if replays is not None and replays(r):
+            return None, (Result(Outcome.OK, self._public(r), True), r.ticket)
+        if r.state != State.HELD:
+            return None, (Result(Outcome.NOT_HELD, self._public(r)), r.ticket)
+        return r, None
+
     def commit(self, reservation_id: str, lines: Sequence[tuple[str, int]] | None = None) -> Result:
         """The order is paid: held units leave on_hand. With `lines` ((sku, qty) pairs),
         commit only those units and release the rest (partial shipment). Repeating the
@@ -507,13 +521,10 @@ class Reservations:
             want = tuple(sorted(merged.items()))
         with self._lock:
             now = self._begin()
-            r = self._res.get(reservation_id)
-            if r is None:
-                return Result(Outcome.NOT_FOUND), None
-            if r.state == State.COMMITTED and r.commit_req == want:
-                return Result(Outcome.OK, self._public(r), True), r.ticket
-            if r.state != State.HELD:
-                return Result(Outcome.NOT_HELD, self._public(r)), None
+            r, answer = self._held(reservation_id, lambda r: r.state == State.COMMITTED
+                                   and r.commit_req == want)
+            if answer is not None:
+                return answer
             keep: dict[int, int] = {}
             if want is None:
                 keep = {li: ln[2] for li, ln in enumerate(r.lines)}
@@ -554,13 +565,9 @@ class Reservations:
         check_id("reservation_id", reservation_id, limits.RESERVATION_ID_BYTES_MAX)
         with self._lock:
             now = self._begin()
-            r = self._res.get(reservation_id)
-            if r is None:
-                return Result(Outcome.NOT_FOUND), None
-            if r.state == State.RELEASED:
-                return Result(Outcome.OK, self._public(r), True), r.ticket
-            if r.state != State.HELD:
-                return Result(Outcome.NOT_HELD, self._public(r)), None
+            r, answer = self._held(reservation_id, lambda r: r.state == State.RELEASED)
+            if answer is not None:
+                return answer
             self._resolve(r, State.RELEASED, now, "released")
             ticket = self._staged()
             return Result(Outcome.OK, self._public(r)), ticket
@@ -576,11 +583,9 @@ class Reservations:
         check_int("ttl_ms", ttl_ms, limits.TTL_MS_MIN, limits.TTL_MS_MAX)
         with self._lock:
             now = self._begin()
-            r = self._res.get(reservation_id)
-            if r is None:
-                return Result(Outcome.NOT_FOUND), None
-            if r.state != State.HELD:
-                return Result(Outcome.NOT_HELD, self._public(r)), None
+            r, answer = self._held(reservation_id)
+            if answer is not None:
+                return answer
             r.state = transition(r.state, State.HELD)
             r.expires_ms = now + ttl_ms
             heapq.heappush(self._expiry, (r.expires_ms, r.rid))
@@ -604,11 +609,9 @@ class Reservations:
         new_lines = self._check_lines(lines)
         with self._lock:
             now = self._begin()
-            r = self._res.get(reservation_id)
-            if r is None:
-                return Result(Outcome.NOT_FOUND), None
-            if r.state != State.HELD:
-                return Result(Outcome.NOT_HELD, self._public(r)), None
+            r, answer = self._held(reservation_id)
+            if answer is not None:
+                return answer
             if tuple((ln[0], ln[1]) for ln in r.lines) == new_lines:
                 pub = self._public(r)
                 return Result(r.outcome if r.amend_outcome is None else r.amend_outcome, pub, True,
