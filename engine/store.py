@@ -5,8 +5,10 @@ journal_chunks(), last_seq()) open short read transactions from any thread."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +47,7 @@ class Store:
         os.makedirs(path, exist_ok=True)
         self.path = os.fspath(path)
         self.map_size_bytes_max = map_size_bytes_max
+        self._map_lock = threading.RLock()
         try:
             self.env = lmdb.open(
                 self.path,
@@ -121,21 +124,30 @@ class Store:
             )
         new = min(current * limits.MAP_GROWTH_FACTOR, self.map_size_bytes_max)
         try:
-            self.env.set_mapsize(new)
+            # set_mapsize() invalidates every open transaction: no reader may hold one.
+            with self._map_lock:
+                self.env.set_mapsize(new)
         except lmdb.Error as exc:
             raise StoreFullError(f"cannot grow the store map to {new} bytes: {exc}") from exc
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[lmdb.Transaction]:
+        """A read transaction the map cannot be resized under (readers are short and rare:
+        the journal, the check, recovery)."""
+        with self._map_lock, self.env.begin(buffers=False) as txn:
+            yield txn
+
     def items(self, name: str) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) of one sub-database, in key order, from one snapshot."""
-        with self.env.begin(buffers=False) as txn:
+        with self._reading() as txn:
             yield from txn.cursor(self.db[name]).iternext(keys=True, values=True)
 
     def get(self, name: str, key: bytes) -> bytes | None:
-        with self.env.begin() as txn:
+        with self._reading() as txn:
             return txn.get(key, db=self.db[name])
 
     def last_seq(self) -> int:
-        with self.env.begin() as txn:
+        with self._reading() as txn:
             cur = txn.cursor(self.db["journal"])
             if not cur.last():
                 return 0
@@ -144,7 +156,7 @@ class Store:
     def read_journal(self, from_seq: int, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` events with seq >= from_seq, in order."""
         out: list[dict[str, Any]] = []
-        with self.env.begin() as txn:
+        with self._reading() as txn:
             cur = txn.cursor(self.db["journal"])
             if not cur.set_range(records.SEQ.pack(from_seq)):
                 return out

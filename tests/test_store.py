@@ -82,3 +82,29 @@ def test_recovery_expires_holds_whose_ttl_passed_while_down(open_engine, clock):
     again = open_engine()
     assert again.reservation("short").state.name == "EXPIRED"
     assert any(e["kind"] == "expired" and e["id"] == "short" for e in again.journal())
+
+
+def test_reads_keep_working_while_the_map_grows(open_engine):
+    import threading
+
+    engine = open_engine(map_size_bytes=MIB)
+    _stock(engine)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                engine.journal(1, 1_000)
+            except BaseException as exc:  # noqa: BLE001 - any error is the failure
+                errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        engine.import_rows([(f"FILL-{j}", "WH", "online", 1) for j in range(30_000)])
+    finally:
+        stop.set()
+        reader.join()
+    assert engine._store.map_size_bytes >= 4 * MIB
+    assert errors == []
