@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stockgate.engine import Engine, InvalidArgument, Outcome, ReserveRequest, limits
+from stockgate.engine import Conflict, Engine, InvalidArgument, Outcome, ReserveRequest, limits
 from stockgate.engine.limits import (
     BATCH_OPS_MAX,
     CAMPAIGN_BYTES_MAX,
@@ -446,3 +446,50 @@ def test_campaign_pools_are_moved_by_their_campaign_only(book, call):
         call(book)
     assert "pool" in err.value.field or "sources" in err.value.field
     assert (book.stock("SKU-1"), book.last_seq) == before
+
+
+# ------------------------------------------------------------------ limits added by review
+
+
+def test_ref_bytes_limit(book):
+    ok = "P" * limits.REF_BYTES_MAX
+    assert book.receive("SKU-1", "WH-EAST", 1, pool="online", ref=ok) == {"online": 1}
+    refused(book, lambda: book.receive("SKU-1", "WH-EAST", 1, pool="online", ref=ok + "P"),
+            "ref", limits.REF_BYTES_MAX)
+    refused(book, lambda: book.adjust("SKU-1", "WH-EAST", "online", 3, ref=ok + "P"),
+            "ref", limits.REF_BYTES_MAX)
+
+
+def test_map_size_bytes_min(tmp_path):
+    Engine(tmp_path / "a", map_size_bytes=limits.MAP_SIZE_BYTES_MIN).close()
+    with pytest.raises(InvalidArgument, match=str(limits.MAP_SIZE_BYTES_MIN)) as ei:
+        Engine(tmp_path / "b", map_size_bytes=limits.MAP_SIZE_BYTES_MIN - 1)
+    assert ei.value.field == "map_size_bytes"
+
+
+def test_location_and_pool_names_limit(book, monkeypatch):
+    """Every campaign adds a pool name to the C index; past the limit a new campaign is
+    refused up front instead of failing when its window opens."""
+    args = dict(channels=["tmall"], start_ms=LATER_MS, end_ms=LATER_MS + 10,
+                location="WH-EAST", source_pool="online", quotas={"SKU-1": 1})
+    book.receive("SKU-1", "WH-EAST", 10, pool="online")
+    names_now = book._index.names_count
+    monkeypatch.setattr(limits, "LOCATION_AND_POOL_NAMES_MAX", names_now + 1)
+    book.create_campaign("C1", **args)
+    clock = book.clock
+    clock.set(LATER_MS)
+    assert book.campaign("C1").state == "active"  # its pool name is the last one allowed
+    with pytest.raises(Conflict, match=str(names_now + 1)) as ei:
+        book.create_campaign("C2", **{**args, "start_ms": LATER_MS + 20,
+                                      "end_ms": LATER_MS + 30})
+    assert ei.value.field == "campaign_id"
+
+
+def test_place_codes_cache_stays_bounded(book, monkeypatch):
+    monkeypatch.setattr(limits, "PLACE_CODES_CACHED_MAX", 4)
+    book.receive("SKU-1", "WH-EAST", 10, pool="online")
+    orders = [["WH-EAST"], ["WH-WEST"], ["WH-EAST", "WH-WEST"], ["WH-WEST", "WH-EAST"],
+              ["STORE-12"], ["STORE-12", "WH-EAST"]]
+    for prefer in orders * 2:
+        assert book.availability("tmall", ["SKU-1"], prefer_locations=prefer) == {"SKU-1": 10}
+        assert len(book._codes) <= 4
