@@ -400,6 +400,10 @@ class EngineVsModel(RuleBasedStateMachine):
                 quotas=st.dictionaries(st.sampled_from(SKUS[:3]), qtys, min_size=1, max_size=2),
                 limit=st.integers(0, 3))
     def first_campaign(self, **kw):
+        # Stock the source first, so that the sale has something to sell and the
+        # per-customer limits and sell-outs are exercised, not only refusals.
+        for sku in kw["quotas"]:
+            self.receive(sku, kw["loc"], 8, kw["source_pool"])
         self.create_campaign(**kw)
 
     @rule(cid=st.sampled_from(CIDS),
