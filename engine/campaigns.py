@@ -1,7 +1,6 @@
 """Campaigns (flash sales): quota carved into a campaign pool for a window, per-customer
 limits, the unsold rest returned. Methods of Engine, kept here by concept."""
 
-
 from __future__ import annotations
 
 import heapq

@@ -1,7 +1,6 @@
 """The catalogue: locations, channels and their sources, allocation rules, safety stock
 and presale allowances. Methods of Engine, kept here by concept."""
 
-
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,7 +1,6 @@
 """Stock movements besides reservations: receive, stocktake, move between pools, transfer
 between locations, bulk import. Methods of Engine, kept here by concept."""
 
-
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence

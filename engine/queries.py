@@ -1,7 +1,6 @@
 """Reads: availability for a channel, the stock of a SKU, a reservation, the journal, the
 consistency check. Methods of Engine, kept here by concept."""
 
-
 from __future__ import annotations
 
 from collections.abc import Sequence

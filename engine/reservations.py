@@ -1,7 +1,6 @@
 """Reservations: reserve, commit, release, extend, amend, and the bookkeeping of a hold.
 Methods of Engine, kept here by concept; the decision itself is the core's."""
 
-
 from __future__ import annotations
 
 import heapq
@@ -68,7 +67,7 @@ class _Res:
         self.expires_ms = expires_ms
         self.resolved_ms = None
         # (sku, qty asked, granted, (bucket, units, bucket, units, ...), line outcome)
-        self.lines: list[list[Any]] = lines
+        self.lines: list[tuple] = lines
         self.committed: list[list[Any]] | None = None
         self.commit_req: tuple | None = None
         self.req = req  # the reserve request's content, to tell a replay from a conflict
