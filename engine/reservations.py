@@ -266,16 +266,18 @@ class Reservations:
         return codes
 
     def _decide_reserves(self, checked: list[tuple], now: int) -> list[tuple[Result, Any]]:
-        """Decide the checked requests: refusals in Python, stock in one core call."""
+        """Decide the checked requests, answering exactly as the same calls one by one
+        would: refusals in Python, stock in one core call per run of distinct ids. A
+        repeated id ends the run, so it sees what the first one made (a replay) or, if the
+        first was refused (and so is not remembered), is decided in its turn."""
         out: list[Any] = [None] * len(checked)
         todo: list[tuple[int, list, tuple]] = []  # (request index, per-line sources, key)
-        seen: dict[str, int] = {}
-        later: list[int] = []
+        seen: set[str] = set()
         for i, (rid, key, _, prefer) in enumerate(checked):
             if rid in seen:
-                later.append(i)  # the same id twice in one call: answer it after the first
-                continue
-            seen[rid] = i
+                self._record_holds(todo, checked, out, now)
+                todo, seen = [], set()
+            seen.add(rid)
             r = self._res.get(rid)
             if r is not None:
                 out[i] = self._replay(r, key)
@@ -290,38 +292,30 @@ class Reservations:
                 out[i] = (self._refused(key, Outcome.UNKNOWN_SKU, unknown), None)
                 continue
             todo.append((i, per_line, key))
-        if todo:
-            decided = self._hold([(per_line, key) for _, per_line, key in todo])
-            for (i, _, key), (outcome, lines_out, line_results) in zip(todo, decided):
-                if lines_out is None:
-                    out[i] = (Result(outcome, None, False, line_results), None)
-                    continue
-                rid, _, ttl, _ = checked[i]
-                r = _Res(rid, key[0], key[1], key[2], key[3], now, now + ttl, lines_out, key,
-                         outcome)
-                self._res[rid] = r
-                heapq.heappush(self._expiry, (r.expires_ms, rid))
-                self._put_res(r)
-                self._emit(now, "reserved", id=rid, channel=key[0], customer=key[1],
-                           campaign=key[2], held=[[b, u] for b, u in self._pairs(lines_out)],
-                           expires_ms=r.expires_ms)
-                out[i] = (Result(outcome, self._public(r, line_results), False, line_results),
-                          None)
-            self._alerts(now)
-        # Repeats of an id within the call: a replay of what the first one made, or, if the
-        # first was refused (and so is not remembered), a decision of their own.
-        anew = []
-        for i in later:
-            rid, key, _, _ = checked[i]
-            r = self._res.get(rid)
-            if r is not None:
-                out[i] = self._replay(r, key)
-            else:
-                anew.append(i)
-        if anew:
-            for i, res in zip(anew, self._decide_reserves([checked[i] for i in anew], now)):
-                out[i] = res
+        self._record_holds(todo, checked, out, now)
+        self._alerts(now)
         return out
+
+    def _record_holds(self, todo: list, checked: list[tuple], out: list, now: int) -> None:
+        """Run the core over `todo` and record each granted hold."""
+        if not todo:
+            return
+        decided = self._hold([(per_line, key) for _, per_line, key in todo])
+        for (i, _, key), (outcome, lines_out, line_results) in zip(todo, decided):
+            if lines_out is None:
+                out[i] = (Result(outcome, None, False, line_results), None)
+                continue
+            rid, _, ttl, _ = checked[i]
+            r = _Res(rid, key[0], key[1], key[2], key[3], now, now + ttl, lines_out, key,
+                     outcome)
+            self._res[rid] = r
+            heapq.heappush(self._expiry, (r.expires_ms, rid))
+            self._put_res(r)
+            self._emit(now, "reserved", id=rid, channel=key[0], customer=key[1],
+                       campaign=key[2], held=[[b, u] for b, u in self._pairs(lines_out)],
+                       expires_ms=r.expires_ms)
+            out[i] = (Result(outcome, self._public(r, line_results), False, line_results),
+                      None)
 
     def _refused(self, key: tuple, outcome: Outcome, unknown: list[bool] | None = None) -> Result:
         lines = tuple(

@@ -58,6 +58,7 @@ from stockgate.engine import (
     NotFound,
     Outcome,
     Reservation,
+    ReserveRequest,
     Result,
     State,
 )
@@ -274,6 +275,17 @@ class EngineVsModel(RuleBasedStateMachine):
     def reserve(self, rid, channel, lines, partial, prefer, customer, ttl):
         self._reserve("reserve", reservation_id=rid, channel=channel, lines=lines,
                       customer=customer, ttl_ms=ttl, partial=partial, prefer_locations=prefer)
+
+    @rule(reqs=st.lists(st.fixed_dictionaries(dict(
+        reservation_id=rids, channel=st.sampled_from(sorted(CHANNELS)), lines=lines_st,
+        partial=st.booleans(), prefer_locations=prefers, customer=customers, ttl_ms=ttls)),
+        min_size=2, max_size=4))
+    def reserve_many(self, reqs):
+        """One batch into the core must answer as the same calls one by one would,
+        ids repeated within the batch included."""
+        got = self.engine.reserve_many([ReserveRequest(**r) for r in reqs])
+        for r, g in zip(reqs, got):
+            self.check_result(g, self.model.reserve(**r), "reserve_many")
 
     @rule(sku=skus, a=qtys, b=qtys, rid=rids, channel=st.sampled_from(sorted(CHANNELS)),
           partial=st.booleans(), prefer=prefers, ttl=ttls)
