@@ -22,6 +22,5 @@ setup(
         extensions,
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
-        compile_time_env={"SG_DEBUG": DEBUG},
     )
 )

@@ -12,8 +12,17 @@ import sys
 import time
 import uuid
 
+from . import limits
 from .engine import Engine
 
+WAREHOUSE_RULE = {"online": 70, "offline": 20, "shared": 10}
+STORE_RULE = {"offline": 80, "shared": 20}
+DEMO_LOCATIONS = {  # location -> (kind, allocation rule in percent)
+    "WH-EAST": ("warehouse", WAREHOUSE_RULE),
+    "WH-WEST": ("warehouse", WAREHOUSE_RULE),
+    "STORE-12": ("store", STORE_RULE),
+    "STORE-31": ("store", STORE_RULE),
+}
 DEMO_SKUS = 1_000
 DEMO_UNITS_PER_SKU = 100  # per location, before the allocation rule splits it
 DEMO_CAMPAIGN = "double-11"
@@ -29,12 +38,9 @@ def load_demo(engine: Engine) -> bool:
     """Load the demo catalogue unless the engine has one already; True if it loaded."""
     if engine.locations():
         return False
-    for loc in ("WH-EAST", "WH-WEST"):
-        engine.add_location(loc, "warehouse")
-        engine.set_allocation_rule(loc, {"online": 70, "offline": 20, "shared": 10})
-    for loc in ("STORE-12", "STORE-31"):
-        engine.add_location(loc, "store")
-        engine.set_allocation_rule(loc, {"offline": 80, "shared": 20})
+    for loc, (kind, rule) in DEMO_LOCATIONS.items():
+        engine.add_location(loc, kind)
+        engine.set_allocation_rule(loc, rule)
     engine.set_channel("tmall", [("WH-EAST", "online"), ("WH-WEST", "online"),
                                  ("WH-EAST", "shared"), ("WH-WEST", "shared")])
     engine.set_channel("douyin", [("WH-WEST", "online"), ("WH-EAST", "online"),
@@ -42,12 +48,10 @@ def load_demo(engine: Engine) -> bool:
     engine.set_channel("pos-12", [("STORE-12", "offline"), ("STORE-12", "shared")])
     rows = []
     for i in range(DEMO_SKUS):
-        for loc, rule in (("WH-EAST", {"online": 70, "offline": 20, "shared": 10}),
-                          ("WH-WEST", {"online": 70, "offline": 20, "shared": 10}),
-                          ("STORE-12", {"offline": 80, "shared": 20}),
-                          ("STORE-31", {"offline": 80, "shared": 20})):
+        for loc, (_, rule) in DEMO_LOCATIONS.items():
             for pool, pct in rule.items():
-                rows.append((demo_sku(i), loc, pool, DEMO_UNITS_PER_SKU * pct // 100))
+                rows.append((demo_sku(i), loc, pool,
+                             DEMO_UNITS_PER_SKU * pct // limits.PERCENT_TOTAL))
     engine.import_rows(rows)
     now = engine.clock.now_ms()
     engine.create_campaign(

@@ -142,10 +142,6 @@ class Store:
         with self._reading() as txn:
             yield from txn.cursor(self.db[name]).iternext(keys=True, values=True)
 
-    def get(self, name: str, key: bytes) -> bytes | None:
-        with self._reading() as txn:
-            return txn.get(key, db=self.db[name])
-
     def last_seq(self) -> int:
         with self._reading() as txn:
             cur = txn.cursor(self.db["journal"])

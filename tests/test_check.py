@@ -148,18 +148,22 @@ def test_deleted_reservation_is_reported(corrupt_copy):
     assert any("SKU-3/WH-EAST/online" in d and "held" in d for d in rep.drifts), rep.drifts
 
 
-def test_dropped_journal_chunk_is_reported(corrupt_copy):
-    env, open_copy = corrupt_copy
+def drop_journal_chunk(env, pick) -> None:
+    """Delete the first journal chunk whose events `pick` chooses (there must be one)."""
     jdb = env.open_db(b"journal")
     with env.begin(write=True) as txn:
-        victim = None
         for key, value in txn.cursor(jdb):
-            _, first, evs = msgpack.unpackb(value, strict_map_key=False)
-            if any(e["kind"] == "received" and e["location"] == "WH-WEST" for e in evs):
-                victim = key
-                break
-        assert victim is not None
-        txn.delete(victim, db=jdb)
+            _, _, evs = msgpack.unpackb(value, strict_map_key=False)
+            if pick(evs):
+                assert txn.delete(key, db=jdb)
+                return
+    raise AssertionError("no journal chunk matched")
+
+
+def test_dropped_journal_chunk_is_reported(corrupt_copy):
+    env, open_copy = corrupt_copy
+    drop_journal_chunk(env, lambda evs: any(
+        e["kind"] == "received" and e["location"] == "WH-WEST" for e in evs))
     rep = open_copy().check()
     assert any("SKU-1/WH-WEST/online" in d and "on_hand" in d for d in rep.drifts), rep.drifts
 
@@ -168,15 +172,7 @@ def test_journal_gap_without_stock_is_reported(corrupt_copy):
     """A dropped chunk that moved no stock (a reservation's event) still leaves a hole
     in the dense sequence that watchers resume from: check() should say so."""
     env, open_copy = corrupt_copy
-    jdb = env.open_db(b"journal")
-    with env.begin(write=True) as txn:
-        victim = None
-        for key, value in txn.cursor(jdb):
-            _, first, evs = msgpack.unpackb(value, strict_map_key=False)
-            if [e["kind"] for e in evs] == ["reserved"]:
-                victim = key
-        assert victim is not None
-        txn.delete(victim, db=jdb)
+    drop_journal_chunk(env, lambda evs: [e["kind"] for e in evs] == ["reserved"])
     rep = open_copy().check()
     assert not rep.ok, "a hole in the journal's sequence went unnoticed"
 
