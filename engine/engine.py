@@ -14,6 +14,7 @@ import heapq
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any, Literal
 
 from . import _core, limits, records
@@ -94,7 +95,9 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         self._closed = False  # no new calls
         self._store_closed = False
         self._load()
-        self._writer = Writer(self._store, self._lock, self._cut, self._tick, self._on_failure)
+        self._listeners: tuple[Callable[[int, list[dict[str, Any]]], None], ...] = ()
+        self._writer = Writer(self._store, self._lock, self._cut, self._tick, self._on_failure,
+                              self._durable)
         from .aio import AsyncEngine
 
         self.aio = AsyncEngine(self)
@@ -219,6 +222,27 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
                 self._writer.wake()
         for t in tickets:
             t.wait(raise_error=False)
+
+    def listen(self, callback: Callable[[int, list[dict[str, Any]]], None]) -> None:
+        """Call callback(first_seq, events) after each durable write that journalled
+        events: the journal as it grows, for watch streams. Event i has sequence number
+        first_seq + i. It runs on the writer thread, so it must be quick and must not
+        call the engine: hand the events to your own thread or loop. The events are
+        shared with other listeners: do not change them."""
+        with self._lock:
+            self._listeners = (*self._listeners, callback)
+
+    def unlisten(self, callback: Callable[[int, list[dict[str, Any]]], None]) -> None:
+        """Stop calling a callback given to listen()."""
+        with self._lock:
+            self._listeners = tuple(c for c in self._listeners if c is not callback)
+
+    def _durable(self, first: int, events: list[dict[str, Any]]) -> None:
+        for callback in self._listeners:
+            try:
+                callback(first, events)
+            except Exception:  # noqa: BLE001 - one listener's bug must not stop the others
+                log.exception("stockgate: a journal listener failed")
 
     @property
     def clock(self) -> Clock:

@@ -124,8 +124,10 @@ class Writer:
         cut: Callable[[], tuple[Batch, list[int], bytes] | None],
         tick: Callable[[], float],
         on_failure: Callable[[BaseException, Batch], None],
+        on_durable: Callable[[int, list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_durable = on_durable
         self._cut = cut
         self._tick = tick
         self._on_failure = on_failure
@@ -168,12 +170,14 @@ class Writer:
                 for i, b in enumerate(dirty)
             }
         journal = None
-        if batch.events:
-            first = batch.events[0]["seq"]
-            last = batch.events[-1]["seq"]
-            for ev in batch.events:
+        events = batch.events
+        first = 0
+        if events:
+            first = events[0]["seq"]
+            last = events[-1]["seq"]
+            for ev in events:
                 del ev["seq"]  # implied by the chunk's first seq
-            journal = (records.SEQ.pack(last), records.pack([first, batch.events]))
+            journal = (records.SEQ.pack(last), records.pack([first, events]))
         try:
             self._store.write(puts, journal)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the callers
@@ -188,6 +192,9 @@ class Writer:
                 batch.finish(error)
             return
         self.batches_written += 1
+        # Listeners first, so whoever is answered next can rely on their having seen it.
+        if events and self._on_durable is not None:
+            self._on_durable(first, events)
         batch.finish()
 
     def wake(self) -> None:

@@ -237,3 +237,34 @@ def test_an_ended_campaign_is_not_reported_sold_out(book, clock, story, how):
     kinds = [e["kind"] for e in events(book, seq + 1)]
     assert kinds.count("campaign_ended") == 1
     assert "campaign_sold_out" not in kinds, story
+
+
+def test_listeners_get_each_durable_chunk_of_the_journal_in_order(engine, book):
+    got: list[tuple[int, str]] = []
+
+    def listener(first, events):
+        got.extend((first + i, ev["kind"]) for i, ev in enumerate(events))
+
+    engine.receive("SKU-A", "WH-EAST", 10)
+    engine.listen(listener)
+    start = engine.last_seq
+    engine.reserve("L-1", "tmall", [("SKU-A", 1)])
+    engine.release("L-1")
+    engine.flush()
+    assert [k for _, k in got] == ["reserved", "released"]
+    assert [s for s, _ in got] == [start + 1, start + 2]
+    assert [(e["seq"], e["kind"]) for e in engine.journal(start + 1)] == got
+    engine.unlisten(listener)
+    engine.reserve("L-2", "tmall", [("SKU-A", 1)])
+    engine.flush()
+    assert len(got) == 2
+
+
+def test_a_failing_listener_does_not_stop_commits_or_other_listeners(engine, book):
+    seen = []
+    engine.receive("SKU-A", "WH-EAST", 10)
+    engine.listen(lambda first, events: 1 / 0)
+    engine.listen(lambda first, events: seen.append(first))
+    assert engine.reserve("L-3", "tmall", [("SKU-A", 1)]).ok
+    engine.flush()
+    assert seen
