@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import limits
+from .errors import InvalidArgument, StockgateError
+from .limits import check_count
 from .reservations import Result
 
 if TYPE_CHECKING:
@@ -38,9 +40,7 @@ class AsyncEngine:
     async def _durable(self, tickets: Sequence[Batch | None]) -> None:
         if self._engine.durability != "fsync":
             return
-        for t in tickets:
-            if t is None:
-                continue
+        for t in {id(t): t for t in tickets if t is not None}.values():
             if t.done:
                 if t.error is not None:  # a replay of a decision whose write failed
                     raise t.error
@@ -94,6 +94,51 @@ class AsyncEngine:
         await self._durable(tickets)
         return results
 
+    async def apply(self, ops: Sequence[Op]) -> list[Result | StockgateError]:
+        """Do many operations of any kind, in order, and return when all are durable.
+
+        Each op is ("reserve", ReserveRequest), ("commit", id, lines or None),
+        ("release", id), ("extend", id, ttl_ms) or ("amend", id, lines). Runs of
+        consecutive reserves are decided together in one pass of the core. Each op
+        stands alone: a malformed or refused one gets its exception in its slot (the
+        field named as for a single call) and the others go on. The store's failure, or
+        the engine's closing, fails the whole call.
+        """
+        engine = self._engine
+        if not isinstance(ops, (list, tuple)):
+            raise InvalidArgument("ops", "must be a list of operations")
+        check_count("ops", len(ops), 1, limits.BATCH_OPS_MAX)
+        out: list[Result | StockgateError] = []
+        tickets: list[Batch | None] = []
+        i, n = 0, len(ops)
+        while i < n:
+            if ops[i][0] == "reserve":
+                j = i
+                while j < n and ops[j][0] == "reserve":
+                    j += 1
+                try:
+                    slots, ts = engine._reserve_many([op[1] for op in ops[i:j]], isolate=True)
+                except StockgateError as exc:  # overloaded or closed: none of the run done
+                    slots, ts = [exc] * (j - i), []
+                out.extend(slots)
+                tickets.extend(ts)
+                i = j
+                continue
+            kind, *args = ops[i]
+            call = _SINGLE.get(kind)
+            try:
+                if call is None:
+                    raise InvalidArgument("op", f"is {kind!r}; use one of {sorted(_KINDS)}")
+                result, ticket = getattr(engine, call)(*args)
+            except StockgateError as exc:
+                out.append(exc)
+            else:
+                out.append(result)
+                tickets.append(ticket)
+            i += 1
+        await self._durable(tickets)
+        return out
+
     async def commit(self, reservation_id: str,
                      lines: Sequence[tuple[str, int]] | None = None) -> Result:
         """See Engine.commit()."""
@@ -118,6 +163,11 @@ class AsyncEngine:
         result, ticket = self._engine._amend(reservation_id, lines)
         await self._durable([ticket])
         return result
+
+
+Op = tuple  # ("reserve", ReserveRequest) | ("commit", id, lines | None) | ("release", id) ...
+_SINGLE = {"commit": "_commit", "release": "_release", "extend": "_extend", "amend": "_amend"}
+_KINDS = {"reserve", *_SINGLE}
 
 
 def _answer(chunk, slots, durable: asyncio.Future | None) -> None:

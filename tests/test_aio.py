@@ -112,3 +112,46 @@ def test_a_caller_cancelled_before_the_flush_is_not_decided(book):
     run(main())
     assert book.reservation("R1") is None
     assert book.stock("SKU-1")[0].held == 0
+
+
+def test_apply_runs_mixed_operations_in_order_each_standing_alone(engine, book):
+    import asyncio
+
+    from stockgate.engine import InvalidArgument, Outcome, ReserveRequest, State
+
+    engine.receive("SKU-A", "WH-EAST", 10)  # 8 online
+
+    async def go():
+        return await engine.aio.apply([
+            ("reserve", ReserveRequest("A-1", "tmall", [("SKU-A", 3)])),
+            ("reserve", ReserveRequest("A-2", "tmall", [("SKU-A", 0)])),  # malformed
+            ("reserve", ReserveRequest("A-3", "tmall", [("SKU-A", 6)])),  # 5 left: short
+            ("commit", "A-1", [("SKU-A", 2)]),
+            ("release", "nope"),
+            ("extend", "A-1", 5),  # malformed ttl
+            ("reserve", ReserveRequest("A-4", "tmall", [("SKU-A", 6)])),  # 6 left now
+        ])
+
+    out = asyncio.run(go())
+    assert out[0].outcome == Outcome.OK
+    assert isinstance(out[1], InvalidArgument) and out[1].field == "lines[0].qty"
+    assert out[2].outcome == Outcome.INSUFFICIENT_STOCK
+    assert out[3].outcome == Outcome.OK and out[3].reservation.state == State.COMMITTED
+    assert out[4].outcome == Outcome.NOT_FOUND
+    assert isinstance(out[5], InvalidArgument) and out[5].field == "ttl_ms"
+    assert out[6].outcome == Outcome.OK  # the commit returned one unit before it ran
+    assert engine.availability("tmall", ["SKU-A"]) == {"SKU-A": 0}
+    assert engine.check().ok
+
+
+def test_apply_refuses_an_empty_or_unknown_operation(engine, book):
+    import asyncio
+
+    import pytest
+
+    from stockgate.engine import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="ops"):
+        asyncio.run(engine.aio.apply([]))
+    out = asyncio.run(engine.aio.apply([("explode", "X")]))
+    assert isinstance(out[0], InvalidArgument) and out[0].field == "op"
