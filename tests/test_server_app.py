@@ -227,3 +227,34 @@ def test_admission_drops_a_call_whose_deadline_passed_before_it_started():
     with pytest.raises(CallError) as e:
         adm.admit(Late())
     assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and adm.ops == 0
+
+
+def test_metrics_endpoint(server_config, start_server):
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    st = start_server(dataclasses.replace(server_config, metrics_port=port))
+    eng = seed_book(st.engine)
+    eng.receive("SKU-1", "WH-EAST", 1, pool="online")
+
+    async def main():
+        async with connect(st.address) as s:
+            for rid in ("a", "b"):
+                await s.reservations.Reserve(reserve(rid, "tmall", ("SKU-1", 1)),
+                                             metadata=ADMIN, timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await s.reservations.Reserve(reserve("c", "tmall", ("SKU-1", 0)),
+                                             metadata=ADMIN, timeout=10)
+
+    run(main())
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'stockgate_grpc_server_handled_total{grpc_code="OK",grpc_method="Reserve"} 2.0' in text
+    assert ('stockgate_grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",'
+            'grpc_method="Reserve"} 1.0') in text
+    assert 'stockgate_reservation_outcomes_total{outcome="OK"} 1.0' in text
+    assert 'stockgate_reservation_outcomes_total{outcome="INSUFFICIENT_STOCK"} 1.0' in text
+    assert "stockgate_operations_in_flight 0.0" in text
+    assert "stockgate_journal_last_seq" in text
