@@ -258,3 +258,48 @@ def test_metrics_endpoint(server_config, start_server):
     assert 'stockgate_reservation_outcomes_total{outcome="INSUFFICIENT_STOCK"} 1.0' in text
     assert "stockgate_operations_in_flight 0.0" in text
     assert "stockgate_journal_last_seq" in text
+
+
+def test_a_full_store_is_unavailable_and_not_serving_until_a_write_succeeds(server):
+    from stockgate.engine import StoreFullError
+
+    eng = server.engine
+    eng.receive("SKU-1", "WH-EAST", 10, pool="online")
+    store_write = eng._store.write
+    failing = {"on": True}
+
+    def full_disk(*args, **kwargs):
+        if failing["on"]:
+            raise StoreFullError("no space left on device (test)")
+        return store_write(*args, **kwargs)
+
+    async def status(s):
+        return (await s.health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status
+
+    async def main():
+        async with connect(server.address) as s:
+            eng._store.write = full_disk
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await s.reservations.Reserve(reserve("o-1", "tmall", ("SKU-1", 1)),
+                                             metadata=ADMIN, timeout=10)
+            session = s.reservations.Session(metadata=ADMIN, timeout=10)
+            await session.write(R.SessionRequest(ops=[
+                R.Operation(id=1, reserve=reserve("o-2", "tmall", ("SKU-1", 1)))]))
+            op_failed = (await session.read()).results[0]
+            await session.done_writing()
+            while await status(s) != NOT_SERVING:
+                await asyncio.sleep(0.01)
+            failing["on"] = False
+            ok = await s.reservations.Reserve(reserve("o-3", "tmall", ("SKU-1", 1)),
+                                              metadata=ADMIN, timeout=10)
+            while await status(s) != SERVING:
+                await asyncio.sleep(0.01)
+            return failed.value, op_failed, ok
+
+    failed, op_failed, ok = run(main())
+    assert failed.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no space left" in failed.details() and "retry with the same ids" in failed.details()
+    assert op_failed.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert ok.outcome == T.OUTCOME_OK
+    assert eng.reservation("o-1") is None and eng.reservation("o-2") is None
+    assert eng.check().ok
