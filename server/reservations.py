@@ -168,7 +168,8 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                     [(ln.sku, ln.qty) for ln in request.lines],
                     customer=request.customer or None, campaign=request.campaign or None,
                     ttl_ms=request.ttl_ms or wire.TTL_MS_DEFAULT, partial=request.partial,
-                    prefer_locations=tuple(request.prefer_locations))
+                    prefer_locations=tuple(request.prefer_locations)
+                    if request.prefer_locations else ())
             finally:
                 self._done()
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status

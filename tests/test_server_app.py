@@ -303,3 +303,29 @@ def test_a_full_store_is_unavailable_and_not_serving_until_a_write_succeeds(serv
     assert ok.outcome == T.OUTCOME_OK
     assert eng.reservation("o-1") is None and eng.reservation("o-2") is None
     assert eng.check().ok
+
+
+def test_a_session_is_answered_then_ended_unavailable_on_shutdown(server_config, start_server):
+    st = start_server(server_config)
+    eng = seed_book(st.engine)
+    eng.receive("SKU-1", "WH-EAST", 10, pool="online")
+
+    async def main():
+        async with connect(st.address) as s:
+            session = s.reservations.Session(metadata=ADMIN, timeout=20)
+            await session.write(R.SessionRequest(ops=[
+                R.Operation(id=1, reserve=reserve("o-1", "tmall", ("SKU-1", 1)))]))
+            first = await session.read()
+            stopping = asyncio.get_running_loop().run_in_executor(None, st.stop)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    msg = await session.read()
+                    assert msg is not grpc.aio.EOF
+            await stopping
+            return first, ended.value
+
+    first, ended = run(main())
+    assert first.results[0].result.outcome == T.OUTCOME_OK
+    assert ended.code() == grpc.StatusCode.UNAVAILABLE
+    assert "with the same ids" in ended.details()
+    assert start_server(server_config).engine.reservation("o-1") is not None
