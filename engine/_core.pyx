@@ -264,11 +264,13 @@ cdef class Counters:
             # pays only for batches big enough to be worth running beside them.
             if n_lines >= NOGIL_LINES_MIN:
                 with nogil:
-                    full = _decide(self, limits, op_line_end, op_flags, line_qty, line_limit,
-                                   line_src_end, srcs, taken, granted, line_status)
+                    full = _decide(self, limits, n_ops, _p(op_line_end), _p(op_flags),
+                                   _p(line_qty), _p(line_limit), _p(line_src_end), _p(srcs),
+                                   _pw(taken), _pw(granted), _pw(line_status))
             else:
-                full = _decide(self, limits, op_line_end, op_flags, line_qty, line_limit,
-                               line_src_end, srcs, taken, granted, line_status)
+                full = _decide(self, limits, n_ops, _p(op_line_end), _p(op_flags),
+                               _p(line_qty), _p(line_limit), _p(line_src_end), _p(srcs),
+                               _pw(taken), _pw(granted), _pw(line_status))
         finally:
             sg_add(&self.busy, -1)
             if limits is not self:
@@ -276,24 +278,33 @@ cdef class Counters:
         return full
 
 
+cdef inline const int64_t *_p(const int64_t[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] else NULL
+
+
+cdef inline int64_t *_pw(int64_t[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] else NULL
+
+
 cdef Py_ssize_t _decide(
     Counters t,
     Counters lim,
-    const int64_t[::1] op_line_end,
-    const int64_t[::1] op_flags,
-    const int64_t[::1] line_qty,
-    const int64_t[::1] line_limit,
-    const int64_t[::1] line_src_end,
-    const int64_t[::1] srcs,
-    int64_t[::1] taken,
-    int64_t[::1] granted,
-    int64_t[::1] line_status,
+    Py_ssize_t n_ops,
+    const int64_t *op_line_end,
+    const int64_t *op_flags,
+    const int64_t *line_qty,
+    const int64_t *line_limit,
+    const int64_t *line_src_end,
+    const int64_t *srcs,
+    int64_t *taken,
+    int64_t *granted,
+    int64_t *line_status,
 ) noexcept nogil:
     cdef Py_ssize_t i, j, k, j0, j1, k0, k1, jj, kk, full = 0
     cdef int64_t want, got, got_limit, fl, lidx, flags
     cdef bint partial, presale, failed
     j0 = 0
-    for i in range(op_line_end.shape[0]):
+    for i in range(n_ops):
         j1 = op_line_end[i]
         flags = op_flags[i]
         partial = (flags & 1) != 0
@@ -349,3 +360,4 @@ cdef Py_ssize_t _decide(
 
 
 include "_index.pxi"
+include "_holds.pxi"

@@ -4,6 +4,7 @@ so a reader refuses what it does not understand instead of guessing."""
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any
 
 import msgpack
@@ -39,9 +40,16 @@ def decode_bucket(value: bytes) -> tuple[int, int, int]:
     return on_hand, held, floor
 
 
+_packers = threading.local()  # a Packer is not thread-safe; making one per record is slow
+
+
 def pack(fields: list[Any]) -> bytes:
     """A msgpack record: [FORMAT_VERSION, *fields]."""
-    return msgpack.packb([FORMAT_VERSION, *fields], use_bin_type=True)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack([FORMAT_VERSION, *fields])
 
 
 def unpack(value: bytes, what: str) -> list[Any]:
