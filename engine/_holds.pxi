@@ -179,3 +179,72 @@ cdef list _results(BucketIndex index, list ops, set dirty, object line_result,
             continue
         out.append((OUT_OK if worst < 0 else OUT_PARTIAL, lines_out, tuple(line_results), held))
     return out
+
+
+cdef inline bint _plain_id(object v, Py_ssize_t max_bytes):
+    # A non-empty ASCII string of printable characters within max_bytes: the shape of
+    # nearly every id. Anything else takes the full check, which explains what is wrong.
+    if type(v) is not str:
+        return False
+    cdef str s = <str>v
+    cdef Py_ssize_t n = len(s), i
+    if n == 0 or n > max_bytes or not s.isascii():
+        return False
+    cdef Py_UCS4 ch
+    for ch in s:
+        if ch < 0x20 or ch == 0x7f:
+            return False
+    return True
+
+
+def check_plain_reserve(object req, tuple lim):
+    """The common, valid reserve request checked in C: (rid, key, ttl_ms, prefer), or
+    None when anything is unusual (the engine then runs its full check, which names the
+    field at fault). `lim` is (id bytes max per field..., qty max, lines max, ttl min,
+    ttl max, sources max): see reservations._PLAIN_LIMITS."""
+    cdef Py_ssize_t rid_max = lim[0], channel_max = lim[1], sku_max = lim[2]
+    cdef Py_ssize_t customer_max = lim[3], campaign_max = lim[4], location_max = lim[5]
+    cdef int64_t qty_max = lim[6], lines_max = lim[7], ttl_min = lim[8], ttl_max = lim[9]
+    cdef Py_ssize_t sources_max = lim[10]
+    rid = req.reservation_id
+    channel = req.channel
+    if not _plain_id(rid, rid_max) or not _plain_id(channel, channel_max):
+        return None
+    lines = req.lines
+    if type(lines) is not list and type(lines) is not tuple:
+        return None
+    cdef Py_ssize_t n = len(lines)
+    if n < 1 or n > lines_max:
+        return None
+    out = []
+    cdef object q
+    for line in lines:
+        if (type(line) is not tuple and type(line) is not list) or len(line) != 2:
+            return None
+        q = line[1]
+        if type(q) is not int or q < 1 or q > qty_max or not _plain_id(line[0], sku_max):
+            return None
+        out.append((line[0], q))
+    customer = req.customer
+    if customer is not None and not _plain_id(customer, customer_max):
+        return None
+    campaign = req.campaign
+    if campaign is not None and not _plain_id(campaign, campaign_max):
+        return None
+    ttl = req.ttl_ms
+    if type(ttl) is not int or ttl < ttl_min or ttl > ttl_max:
+        return None
+    partial = req.partial
+    if partial is not True and partial is not False:
+        return None
+    prefer = req.prefer_locations
+    if type(prefer) is not tuple:
+        if type(prefer) is not list:
+            return None
+        prefer = tuple(prefer)
+    if len(prefer) > sources_max:
+        return None
+    for loc in prefer:
+        if not _plain_id(loc, location_max):
+            return None
+    return rid, (channel, customer, campaign, partial, tuple(out)), ttl, prefer

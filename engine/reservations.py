@@ -17,6 +17,13 @@ from .outcomes import Outcome
 from .results import Allocation, LineResult, Reservation, Result
 
 _OUTCOMES = tuple(Outcome(i) for i in range(max(Outcome) + 1))  # the core gives codes
+# The limits _core.check_plain_reserve() applies, in its order.
+_PLAIN_LIMITS = (
+    limits.RESERVATION_ID_BYTES_MAX, limits.CHANNEL_BYTES_MAX, limits.SKU_BYTES_MAX,
+    limits.CUSTOMER_BYTES_MAX, limits.CAMPAIGN_BYTES_MAX, limits.LOCATION_BYTES_MAX,
+    limits.QTY_MAX, limits.LINES_PER_RESERVATION_MAX, limits.TTL_MS_MIN, limits.TTL_MS_MAX,
+    limits.SOURCES_PER_CHANNEL_MAX,
+)
 
 
 def _check_prefer(prefer: object) -> tuple[str, ...]:
@@ -178,7 +185,8 @@ class Reservations:
             try:
                 if not isinstance(req, ReserveRequest):
                     raise InvalidArgument("", "must be a ReserveRequest")
-                checked.append(self._check_request(req))
+                c = _core.check_plain_reserve(req, _PLAIN_LIMITS)
+                checked.append(c if c is not None else self._check_request(req))
             except InvalidArgument as exc:
                 if not single or not exc.field:
                     field = f"requests[{i}]" + (f".{exc.field}" if exc.field else "")
@@ -271,22 +279,34 @@ class Reservations:
         out: list[Any] = [None] * len(checked)
         todo: list[tuple[int, list, tuple]] = []  # (request index, per-line sources, key)
         seen: set[str] = set()
+        res, find = self._res, self._index.find
+        codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}  # this call's sources
         for i, (rid, key, _, prefer) in enumerate(checked):
             if rid in seen:
                 self._record_holds(todo, checked, out, now)
                 todo, seen = [], set()
             seen.add(rid)
-            r = self._res.get(rid)
+            r = res.get(rid)
             if r is not None:
                 out[i] = self._replay(r, key)
                 continue
-            refusal = self._campaign_refusal(key, now)
-            if refusal is not None:
-                out[i] = (self._refused(key, refusal), None)
-                continue
-            per_line = [self._sources(key, prefer, sku) for sku, _ in key[4]]
-            unknown = [isinstance(s, Outcome) for s in per_line]
-            if any(unknown) and not key[3]:
+            if key[2] is not None:  # a campaign
+                refusal = self._campaign_refusal(key, now)
+                if refusal is not None:
+                    out[i] = (self._refused(key, refusal), None)
+                    continue
+                per_line = [self._sources(key, prefer, sku) for sku, _ in key[4]]
+            else:
+                place = (key[0], prefer)
+                places = codes.get(place)
+                if places is None:
+                    places = codes[place] = self._place_codes(key[0], prefer)
+                per_line = []
+                for sku, _ in key[4]:
+                    found = find(sku, places)
+                    per_line.append(Outcome.UNKNOWN_SKU if found is None else found)
+            if not key[3] and Outcome.UNKNOWN_SKU in per_line:
+                unknown = [isinstance(s, Outcome) for s in per_line]
                 out[i] = (self._refused(key, Outcome.UNKNOWN_SKU, unknown), None)
                 continue
             todo.append((i, per_line, key))
