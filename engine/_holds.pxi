@@ -25,14 +25,14 @@ cdef inline int _rank(int code) noexcept:
 
 
 def hold(Counters counters, Counters limits, BucketIndex index, list ops, dict touched,
-         set dirty, object line_result, object allocation, tuple outcomes) -> list:
+         object line_result, object allocation, tuple outcomes) -> list:
     """Take stock for many reservations in one pass of the core.
 
     Each op is (per_line, lines, flags, lims): per_line[j] is the list of bucket ids line
     j may draw from, in order, or an int outcome refusing the line (unknown SKU); lines
     the request's ((sku, qty), ...); flags FLAG_PARTIAL | FLAG_PRESALE; lims the per-line
     customer-allowance counters in `limits`, or None. `touched` gets the available of
-    every source before the call (for alerts), `dirty` every bucket that gave units.
+    every source before the call (for alerts).
     `line_result` and `allocation` are the result types to build; outcomes[code] is
     the Outcome of a code.
 
@@ -110,13 +110,13 @@ def hold(Counters counters, Counters limits, BucketIndex index, list ops, dict t
             sg_add(&counters.busy, -1)
             if limits is not counters:
                 sg_add(&limits.busy, -1)
-        return _results(index, ops, dirty, line_result, allocation, outcomes,
+        return _results(index, ops, line_result, allocation, outcomes,
                         granted, status, src_end, srcs, taken)
     finally:
         PyMem_Free(buf)
 
 
-cdef list _results(BucketIndex index, list ops, set dirty, object line_result,
+cdef list _results(BucketIndex index, list ops, object line_result,
                    object allocation, tuple outcomes, const int64_t *granted,
                    const int64_t *status, const int64_t *src_end, const int64_t *srcs,
                    const int64_t *taken):
@@ -148,7 +148,6 @@ cdef list _results(BucketIndex index, list ops, set dirty, object line_result,
                     b = srcs[n]
                     alloc.append(b)
                     alloc.append(units)
-                    dirty.add(b)
                     held.append([b, units])
                     key = index.b_key[b]
                     allocs.append(_tuple_new(allocation, (names[(key >> 16) & 0xFFFF],

@@ -369,8 +369,7 @@ class Reservations:
 
         Each op is (per-line sources, request key). Returns per op (outcome code, lines
         to store or None when refused, line results, [bucket, units] taken). Granted units
-        are taken from the counters and the buckets marked for the next write; nothing
-        else is staged.
+        are taken from the counters; nothing is staged (held is not stored per bucket).
         """
         core_ops = []
         for per_line, key in ops:
@@ -387,7 +386,7 @@ class Reservations:
                             for (sku, _), src in zip(lines, per_line)]
             core_ops.append((per_line, lines, flags, lims))
         return _core.hold(self._counters, self._limits, self._index, core_ops, self._touched,
-                          self._batch.dirty, LineResult, Allocation, _OUTCOMES)
+                          LineResult, Allocation, _OUTCOMES)
 
     def _put_res(self, r: _Res) -> None:
         self._batch.put("reservations", r.rid.encode(), r.encode())
