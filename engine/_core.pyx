@@ -208,6 +208,12 @@ cdef class Counters:
         cdef int64_t fl = self.floor[i] if presale else 0
         return sg_take(&self.avail[i], qty, fl, 1) == qty
 
+    def track_changes(self, bint on) -> None:
+        """Start (or stop) recording which indices change; forgets what was recorded. A
+        table being loaded from the store starts recording only once it is loaded."""
+        self.track = on
+        self.changed = set()
+
     def take_changed(self) -> list:
         """The indices whose on_hand or floor changed (or that were added) since the last
         call, in order; only with track_changes. What the store must rewrite."""

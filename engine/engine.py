@@ -105,7 +105,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
     # ------------------------------------------------------------------ lifecycle
 
     def _reset_memory(self) -> None:
-        self._counters = _core.Counters(track_changes=True)
+        self._counters = _core.Counters()  # tracks changes once loaded: see _load_all
         self._limits = _core.Counters()
         self._index = _core.BucketIndex()  # (sku, location, pool) <-> bucket id
         self._codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}
@@ -193,7 +193,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
                     for x in range(0, len(alloc), 2):
                         self._counters.force_take(alloc[x], alloc[x + 1])
             self._count_limit(r)
-        self._counters.take_changed()  # what was just read needs no writing back
+        self._counters.track_changes(True)  # from here on, what changes must be written
         self._seq = st.last_seq()
 
     def close(self) -> None:

@@ -104,6 +104,9 @@ def test_changes_of_on_hand_and_floor_are_tracked_and_holds_are_not():
     u.add(1, 0, 0)
     u.add_on_hand(0, 1)
     assert u.take_changed() == []
+    u.track_changes(True)
+    u.settle(0, 1)
+    assert u.take_changed() == [0]
 
 
 def test_growth_keeps_values():
