@@ -189,7 +189,8 @@ class Server:
     def _state(self) -> dict[str, int]:
         """The counters the metrics endpoint reads when scraped (from its own thread)."""
         return {"ops": self._admission.ops, "shed": self._admission.shed_total,
-                "watchers": len(self.hub.subscribers), "last_seq": self.engine.last_seq}
+                "watchers": len(self.hub.subscribers), "last_seq": self.engine.last_seq,
+                "session_messages": self.reservations.session_messages}
 
     async def _set_health(self, status: int) -> None:
         if self._health is None or self._stopped:

@@ -83,6 +83,8 @@ class _StateCollector(Collector):
                                   "operations refused past the in-flight bound", s["shed"])
         yield GaugeMetricFamily("stockgate_watch_subscribers", "Watch streams open",
                                 s["watchers"])
+        yield CounterMetricFamily("stockgate_session_messages",
+                                  "Session request messages read", s["session_messages"])
         yield GaugeMetricFamily("stockgate_journal_last_seq",
                                 "the newest journal sequence number decided", s["last_seq"])
 

@@ -106,6 +106,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         self._on_failure = on_failure
         self._sessions: set[_Session] = set()
         self._turns = Turns()
+        self.session_messages = 0  # Session request messages read, since start
 
     # ------------------------------------------------------------------ helpers
 
@@ -113,8 +114,8 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         """True when a channel token names a reservation of a channel not its own."""
         if caller.channels is None:
             return False
-        r = self._engine.reservation(reservation_id)
-        return r is not None and r.channel not in caller.channels
+        channel = self._engine.reservation_channel(reservation_id)
+        return channel is not None and channel not in caller.channels
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         self._on_failure(exc)
@@ -365,6 +366,7 @@ class _Session:
     async def read(self, request_iterator: AsyncIterator) -> None:
         try:
             async for req in request_iterator:
+                self.svc.session_messages += 1
                 self.take(req)
                 while len(self.waiting) >= self.bound and not self.stopping:
                     self.room.clear()

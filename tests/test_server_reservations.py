@@ -212,6 +212,7 @@ def test_session_many_ops_per_message_few_responses(server):
     outcomes = [answers[1000 + i].result.outcome for i in range(2_000)]
     assert outcomes.count(OK) == 1_000 and outcomes.count(SHORT) == 1_000
     assert responses <= 3  # one per durable batch, never one per op
+    assert server.server.reservations.session_messages == 1
     assert answers[1000].result.reservation.reservation_id == "s-0"
 
 

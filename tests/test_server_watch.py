@@ -266,3 +266,29 @@ def test_a_watch_ends_unavailable_on_shutdown_with_its_resume_point(server):
     assert err.code() == grpc.StatusCode.UNAVAILABLE
     assert f"from_seq={first.seq + 1}" in err.details()
 
+
+
+def test_the_first_update_comes_at_once_even_empty_and_tells_where_now_is(server):
+    eng = server.engine
+    eng.receive("SKU-1", "WH-EAST", 10, pool="online")
+
+    async def main():
+        async with connect(server.address) as s:
+            w = s.watch.Subscribe(W.WatchRequest(channel="tmall"), metadata=TMALL,
+                                  timeout=20)
+            first = await _next(w)
+            w.cancel()
+            # Resuming from there misses nothing decided after it.
+            await s.reservations.Reserve(reserve("o-1", "tmall", ("SKU-1", 10)),
+                                         metadata=TMALL, timeout=10)
+            w2 = s.watch.Subscribe(W.WatchRequest(channel="tmall", from_seq=first.seq + 1),
+                                   metadata=TMALL, timeout=20)
+            again = await _next(w2)
+            w2.cancel()
+            return first, again
+
+    first, again = run(main())
+    assert first.seq == eng.last_seq - 2 and not first.changes and not first.alerts
+    assert [(c.sku, c.available) for c in again.changes] == [("SKU-1", 0)]
+    assert [a.kind for a in again.alerts] == ["sold_out"]
+    assert again.seq == eng.last_seq
