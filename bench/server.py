@@ -148,6 +148,51 @@ async def _drive(args: argparse.Namespace) -> dict[str, Any]:
             return res.outcome == types_pb2.OUTCOME_OK
 
         close = channel.close
+    elif args.mode == "session":
+        # One Session stream; each call of one() is a message of --ops-per-message
+        # reserves, answered when all of them are (the server's best case: no client
+        # coalescing cost).
+        channel = grpc.aio.insecure_channel(args.target)
+        stub = reservations_pb2_grpc.ReservationsStub(channel)
+        outbox: asyncio.Queue = asyncio.Queue()
+        waiting: dict[int, tuple[asyncio.Future, list]] = {}
+        op_ids = iter(range(1, 1 << 62))
+
+        async def requests():
+            while True:
+                yield await outbox.get()
+
+        call = stub.Session(requests())
+
+        async def answers() -> None:
+            async for resp in call:
+                for res in resp.results:
+                    fut, got = waiting[res.id // 1_000_000]
+                    got.append(res.HasField("result")
+                               and res.result.outcome == types_pb2.OUTCOME_OK)
+                    if len(got) == args.ops_per_message:
+                        del waiting[res.id // 1_000_000]
+                        fut.set_result(all(got))
+
+        reader = asyncio.ensure_future(answers())
+
+        async def one() -> bool:
+            msg_id = next(op_ids)
+            fut = asyncio.get_running_loop().create_future()
+            waiting[msg_id] = (fut, [])
+            ops = [reservations_pb2.Operation(
+                id=msg_id * 1_000_000 + k,
+                reserve=reservations_pb2.ReserveRequest(
+                    reservation_id=next_id(), channel=CHANNEL, ttl_ms=TTL_MS,
+                    lines=[types_pb2.Line(sku=rnd.choice(skus), qty=1)]))
+                for k in range(args.ops_per_message)]
+            await outbox.put(reservations_pb2.SessionRequest(ops=ops))
+            return await fut
+
+        async def close() -> None:
+            reader.cancel()
+            call.cancel()
+            await channel.close()
     else:
         from stockgate.clients import AsyncClient
 
@@ -215,6 +260,8 @@ async def _drive(args: argparse.Namespace) -> dict[str, Any]:
         n = sum(await asyncio.gather(*(closed_loop(stop_at) for _ in range(args.concurrency))))
     wall = time.perf_counter() - t0
     await close()
+    if args.mode == "session":
+        n *= args.ops_per_message
     return {"ops": n, "wall_s": wall, "per_s": n / wall, "refused": refused,
             "p50_ms": pct(latencies, 50) * 1e3, "p99_ms": pct(latencies, 99) * 1e3}
 
@@ -353,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(sub.add_parser("server"))
     d = sub.add_parser("_drive")
     d.add_argument("--target", required=True)
-    d.add_argument("--mode", choices=("echo", "unary", "coalesced"), required=True)
+    d.add_argument("--mode", choices=("echo", "unary", "session", "coalesced"), required=True)
+    d.add_argument("--ops-per-message", type=int, default=100)
     d.add_argument("--skus", type=int, default=100_000)
     d.add_argument("--hot", action="store_true")
     d.add_argument("--duration", type=float, default=5.0)
