@@ -5,6 +5,8 @@ Every figure comes from one run on this machine, side by side:
   echo        a grpc.aio server that parses a ReserveRequest and answers a Result of the
               same shape without any engine: the floor of a unary call in Python gRPC
   unary       stockgate's Reserve, one reservation per call, from concurrent callers
+  session     stockgate's Session stream driven raw: messages of 100 reserves, 8 in
+              flight (the server's best case, without the client's coalescing cost)
   coalesced   stockgate through AsyncClient: concurrent reserve() calls of one process
               ride together on the client's Session stream
   latency     p50/p99 of coalesced reserves offered open-loop at half the peak rate
@@ -43,6 +45,8 @@ TARGETS = {
     "hot_over_uniform": (">=", 0.8),
 }
 SERVER_START_S_MAX = 60
+SESSION_MESSAGES_IN_FLIGHT = 8  # raw Session case: messages of OPS_PER_MESSAGE in flight
+OPS_PER_MESSAGE = 100
 DRIVER_SLACK_S = 120
 
 
@@ -283,7 +287,8 @@ def run_case(served: Served, mode: str, *, hot: bool, skus: int, duration: float
     """Run one driver process against a server; return its figures and the server's CPU."""
     argv = [sys.executable, str(Path(__file__)), "_drive", "--target", served.address,
             "--mode", mode, "--skus", str(skus), "--duration", str(duration),
-            "--concurrency", str(concurrency), "--rate", str(rate), "--warmup", "1"]
+            "--concurrency", str(concurrency), "--rate", str(rate), "--warmup", "1",
+            "--ops-per-message", str(OPS_PER_MESSAGE)]
     if hot:
         argv.append("--hot")
     drv = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -336,6 +341,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         try:
             for name, mode, hot, conc in (
                 ("unary_uniform", "unary", False, args.unary_concurrency),
+                ("session_uniform", "session", False, SESSION_MESSAGES_IN_FLIGHT),
                 ("coalesced_uniform", "coalesced", False, args.concurrency),
                 ("coalesced_hot", "coalesced", True, args.concurrency),
             ):
@@ -367,8 +373,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def print_table(r: dict[str, Any]) -> None:
     rows = [("case", "ops/s", "server CPU µs/op", "p50 ms", "p99 ms")]
-    for k in ("echo_unary", "unary_uniform", "coalesced_uniform", "coalesced_hot",
-              "latency_at_half_peak"):
+    for k in ("echo_unary", "unary_uniform", "session_uniform", "coalesced_uniform",
+              "coalesced_hot", "latency_at_half_peak"):
         x = r[k]
         rows.append((k, f"{x['per_s']:,.0f}", f"{x['server_cpu_us_per_op']:.1f}",
                      f"{x['p50_ms']:.2f}", f"{x['p99_ms']:.2f}"))
