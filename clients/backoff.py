@@ -1,4 +1,4 @@
-"""Capped exponential backoff with full jitter, for reconnecting streams and retries."""
+"""Capped exponential backoff with jitter, for reconnecting streams and retries."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ __all__ = ["Backoff"]
 
 
 class Backoff:
-    """Delays for successive failed attempts: uniform in [0, min(cap, initial * 2**n)].
+    """Delays for successive failed attempts: uniform in [initial/4, min(cap, initial * 2**n)].
 
-    Full jitter spreads the reconnects of many clients after a server restart, so they do
-    not arrive together. `reset()` after a success starts again from the smallest delay.
+    The jitter spreads the reconnects of many clients after a server restart, so they do
+    not arrive together; the floor keeps a client from spinning when the draw is near 0.
+    `reset()` after a success starts again from the smallest delay.
     """
 
     def __init__(self, initial_ms: int = limits.BACKOFF_INITIAL_MS,

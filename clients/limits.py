@@ -22,7 +22,7 @@ IMPORT_CHUNK_ROWS = 10_000  # rows per Import message
 MESSAGE_BYTES_MAX = 4 * 1024 * 1024  # what the channel accepts in one message
 
 # Reconnecting (Session and Watch streams, retries of idempotent calls on UNAVAILABLE):
-# capped exponential backoff with full jitter.
+# capped exponential backoff with jitter.
 BACKOFF_INITIAL_MS = 50
 BACKOFF_MAX_MS = 2_000
 BACKOFF_MULTIPLIER = 2
