@@ -6,6 +6,7 @@ import os
 
 import pytest
 from hypothesis import settings
+from server_calls import ADMIN_SECRET, POS_SECRET, TMALL_SECRET, seed_book
 
 from stockgate.engine import Engine, ManualClock
 
@@ -60,3 +61,45 @@ def book(engine: Engine) -> Engine:
     engine.set_channel("pos-12", [("STORE-12", "offline"), ("WH-EAST", "offline")])
     engine.set_channel("presale-shop", [("WH-EAST", "online")], allow_presale=True)
     return engine
+
+
+# ---------------------------------------------------------------------- the gRPC server
+# A real server on 127.0.0.1 port 0 over a real LMDB in tmp_path, in its own thread with
+# its own uvloop loop; tests talk to it through the generated stubs.
+
+@pytest.fixture
+def server_config(tmp_path):
+    """Settings of a test server: loopback port 0, an admin token, a tmall token and a
+    pos-12 token; tests change what they need with dataclasses.replace()."""
+    from stockgate.server import Config, TokenGrant
+
+    return Config(
+        data_dir=str(tmp_path / "server-db"), listen="127.0.0.1:0", shutdown_grace_ms=5_000,
+        tokens={"admin": TokenGrant(secret=ADMIN_SECRET, admin=True),
+                "tmall": TokenGrant(secret=TMALL_SECRET, channels=("tmall",)),
+                "pos": TokenGrant(secret=POS_SECRET, channels=("pos-12",))})
+
+
+@pytest.fixture
+def start_server():
+    """Start (and at the end stop) ServerThreads: start_server(config, clock=None)."""
+    from stockgate.server import ServerThread
+
+    started = []
+
+    def _start(config, **kwargs):
+        st = ServerThread(config, **kwargs).start()
+        started.append(st)
+        return st
+
+    yield _start
+    for st in started:
+        st.stop()
+
+
+@pytest.fixture
+def server(server_config, start_server):
+    """A started server whose engine holds seed_book()'s catalogue."""
+    st = start_server(server_config)
+    seed_book(st.engine)
+    return st

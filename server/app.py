@@ -1,0 +1,332 @@
+"""The server: the engine behind grpc.aio on uvloop, with health, reflection, TLS, auth,
+admission and graceful shutdown; `main()` is `stockgate serve`.
+
+    server = Server(Config(data_dir=..., listen="127.0.0.1:0"))
+    await server.start()          # opens the engine, binds; server.address, server.port
+    ...
+    await server.stop()           # NOT_SERVING, refuse new work, answer in-flight, close
+
+ServerThread runs one on its own loop in a thread, for synchronous callers (tests, the
+sync client's tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import uvloop
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from stockgate.engine import Clock, Engine, StockgateError, tune_gc
+from stockgate.engine.demo import load_demo
+from stockgate.v1 import (
+    inventory_pb2,
+    inventory_pb2_grpc,
+    reservations_pb2,
+    reservations_pb2_grpc,
+    watch_pb2,
+    watch_pb2_grpc,
+)
+
+from .admission import Admission
+from .auth import Authenticator
+from .config import Config, ConfigError, is_loopback, load, split_listen
+from .inventory import InventoryService
+from .reservations import ReservationsService
+from .status import is_store_failure
+from .watch import WatchHub, WatchService
+
+log = logging.getLogger("stockgate.server")
+
+SERVICE_NAMES = (
+    reservations_pb2.DESCRIPTOR.services_by_name["Reservations"].full_name,
+    inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name,
+    watch_pb2.DESCRIPTOR.services_by_name["Watch"].full_name,
+)
+# HTTP/2 keepalive, explicit: the server pings an idle connection every KEEPALIVE_TIME_MS
+# and drops it after KEEPALIVE_TIMEOUT_MS without an answer; clients may ping as often
+# as every CLIENT_PING_INTERVAL_MIN_MS without being told to calm down.
+KEEPALIVE_TIME_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 20_000
+CLIENT_PING_INTERVAL_MIN_MS = 10_000
+SERVER_START_TIMEOUT_S = 60  # ServerThread: opening a big store takes a while
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class Server:
+    """The gRPC server over one engine. `engine` is there for tests and embedding."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self._clock = clock
+        self.engine: Engine | None = None
+        self.port: int | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._store_failed = False
+        self._stopped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port the server listens on (the real port when 0 was asked)."""
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    def _options(self) -> list[tuple[str, Any]]:
+        c = self.config
+        return [
+            ("grpc.max_receive_message_length", c.message_bytes_max),
+            ("grpc.max_send_message_length", c.message_bytes_max),
+            ("grpc.max_concurrent_streams", c.streams_per_connection_max),
+            # Two servers on one port would split the traffic between two books.
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_PING_INTERVAL_MIN_MS),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        c = self.config
+        if not c.tls:
+            return None
+
+        def read(what: str, path: str) -> bytes:
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as exc:
+                raise ConfigError(f"{what} {path}: cannot read it ({exc.strerror})") from None
+
+        key, chain = read("tls_key", c.tls_key), read("tls_cert", c.tls_cert)
+        ca = read("tls_client_ca", c.tls_client_ca) if c.tls_client_ca else None
+        return grpc.ssl_server_credentials([(key, chain)], root_certificates=ca,
+                                           require_client_auth=ca is not None)
+
+    async def start(self) -> None:
+        """Open the engine (loading the demo if asked), bind, serve. Raises ConfigError
+        for a setting that cannot work, StockgateError if the store cannot open."""
+        c = self.config
+        host, _ = split_listen(c.listen)
+        if not c.auth:
+            if not is_loopback(host):
+                raise ConfigError(
+                    f"no tokens are configured, so auth is off, and listen is {c.listen}, "
+                    "not loopback: configure tokens ([tokens.NAME] in the TOML file, or "
+                    "STOCKGATE_ADMIN_TOKEN) or listen on 127.0.0.1")
+            log.warning("stockgate: no tokens configured: auth is off (loopback only)")
+        creds = self._credentials()
+        self._loop = asyncio.get_running_loop()
+        self.engine = engine = await asyncio.to_thread(
+            Engine, c.data_dir, clock=self._clock, durability=c.durability,
+            map_size_bytes=c.map_size_bytes, map_size_bytes_max=c.map_size_bytes_max)
+        try:
+            if c.demo and await asyncio.to_thread(load_demo, engine):
+                log.info("stockgate: demo catalogue loaded into %s", c.data_dir)
+            await self._serve(engine, creds)
+        except BaseException:
+            if self._grpc is not None:
+                await self._grpc.stop(None)
+            self.engine.close()
+            raise
+
+    async def _serve(self, engine: Engine, creds: grpc.ServerCredentials | None) -> None:
+        c = self.config
+        self._admission = admission = Admission(c.inflight_ops_max)
+        auth = Authenticator(c.tokens)
+        self._grpc = server = grpc.aio.server(options=self._options())
+        self.reservations = ReservationsService(
+            engine, auth, admission, session_inflight_ops_max=c.session_inflight_ops_max,
+            on_failure=self._failed)
+        self.inventory = InventoryService(engine, auth, admission, on_failure=self._failed)
+        self.hub = WatchHub(engine, streams_max=c.watch_streams_max)
+        self.watch = WatchService(self.hub, auth, admission,
+                                  coalesce_ms_default=c.watch_coalesce_ms)
+        reservations_pb2_grpc.add_ReservationsServicer_to_server(self.reservations, server)
+        inventory_pb2_grpc.add_InventoryServicer_to_server(self.inventory, server)
+        watch_pb2_grpc.add_WatchServicer_to_server(self.watch, server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        if creds is None:
+            port = server.add_insecure_port(c.listen)
+        else:
+            port = server.add_secure_port(c.listen, creds)
+        if not port and c.port:
+            raise ConfigError(f"listen {c.listen}: cannot bind (in use, or not an address "
+                              "of this host)")
+        self.port = port
+        self.hub.attach(asyncio.get_running_loop())
+        engine.listen(self._durable)
+        await server.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def _set_health(self, status: int) -> None:
+        if self._health is None or self._stopped:
+            return
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
+    def _failed(self, exc: BaseException) -> None:
+        """A call failed: if the store did, report NOT_SERVING until a write succeeds."""
+        if is_store_failure(exc) and not self._store_failed:
+            self._store_failed = True
+            log.error("stockgate: the store failed; health is NOT_SERVING until a write "
+                      "succeeds: %s", exc)
+            asyncio.ensure_future(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
+
+    def _durable(self, first_seq: int, events: list) -> None:
+        # On the writer thread: a durable write means the store works again.
+        if self._store_failed and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._recovered)
+
+    def _recovered(self) -> None:
+        if self._store_failed:
+            self._store_failed = False
+            log.info("stockgate: the store writes again; health is SERVING")
+            asyncio.ensure_future(self._set_health(health_pb2.HealthCheckResponse.SERVING))
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Health NOT_SERVING, refuse new calls, let calls in flight finish (at most
+        grace_s, the configured shutdown grace by default) and answer them, then write
+        what is staged and close the store. Idempotent."""
+        if self._stopped or self._grpc is None:
+            return
+        grace = self.config.shutdown_grace_ms / 1000 if grace_s is None else grace_s
+        await self._health.enter_graceful_shutdown()
+        self._stopped = True
+        self._admission.closing = True
+        self.reservations.shutdown()
+        self.hub.shutdown()
+        await self._grpc.stop(grace)
+        self.engine.unlisten(self._durable)
+        self.hub.detach()
+        await asyncio.to_thread(self.engine.close)
+
+
+class ServerThread:
+    """A Server on its own uvloop loop in a daemon thread, for synchronous code:
+
+        with ServerThread(config) as st:
+            channel = grpc.insecure_channel(st.address)
+    """
+
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.server = Server(config, clock=clock)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._grace_s: float | None = None
+        self._thread = threading.Thread(target=self._run, name="stockgate-server",
+                                        daemon=True)
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def engine(self) -> Engine:
+        return self.server.engine
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(SERVER_START_TIMEOUT_S):
+            raise TimeoutError("the server did not start in time")
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        loop = uvloop.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stop.wait()
+        await self.server.stop(self._grace_s)
+
+    def call(self, coro_fn, *args: Any) -> Any:
+        """Run coro_fn(*args) on the server's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro_fn(*args), self._loop).result()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop the server gracefully and wait for the thread. Idempotent."""
+        if self._loop is not None and self._thread.is_alive():
+            self._grace_s = grace_s
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _serve(config: Config) -> int:
+    server = Server(config)
+    try:
+        await server.start()
+    except (ConfigError, StockgateError, OSError) as exc:
+        log.error("stockgate serve: %s", exc)
+        return EXIT_FAILED
+    tune_gc()
+    # The bound address on stdout, alone on its line, for scripts that asked for port 0.
+    print(server.address, flush=True)
+    log.info("stockgate serving on %s: data %s, durability %s, auth %s, TLS %s",
+             server.address, config.data_dir, config.durability,
+             "on" if config.auth else "OFF", "mTLS" if config.tls_client_ca else
+             ("on" if config.tls else "off"))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stockgate: stopping (grace %d ms)", config.shutdown_grace_ms)
+    await server.stop()
+    log.info("stockgate: stopped")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`stockgate serve [flags]`: serve until SIGTERM or SIGINT; exit 0 after a clean
+    stop, 1 when the server cannot start, 2 for bad settings."""
+    try:
+        config = load(argv)
+    except ConfigError as exc:
+        print(f"stockgate serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return uvloop.run(_serve(config))

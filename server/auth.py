@@ -1,0 +1,103 @@
+"""Bearer tokens: who is calling and what they may do.
+
+Metadata `authorization: Bearer <secret>`. A token is either admin (every call) or bound
+to channels: it may reserve, commit, release, extend and amend (and their batch and
+Session forms), read availability and reservations, and watch, for those channels only.
+A channel token naming a reservation of another channel is answered as if the
+reservation did not exist (OUTCOME_NOT_FOUND, or NOT_FOUND for GetReservation), so a
+token never learns which ids other channels use.
+
+Secrets are compared in constant time against every configured token and never logged.
+With no tokens configured, auth is off and every caller is admin.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+
+from .config import TokenGrant
+from .status import permission_denied, unauthenticated
+
+AUTH_HEADER = "authorization"
+BEARER = "bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller: `channels` is None for admin (every channel)."""
+
+    name: str
+    channels: frozenset[str] | None
+
+    @property
+    def admin(self) -> bool:
+        return self.channels is None
+
+    def may_use(self, channel: str) -> bool:
+        return self.channels is None or channel in self.channels
+
+
+ANYONE = Caller("anonymous", None)  # auth is off
+
+
+class Authenticator:
+    """Resolves a call's token to a Caller, or refuses it."""
+
+    def __init__(self, tokens: Mapping[str, TokenGrant]) -> None:
+        self.enabled = bool(tokens)
+        self._tokens = [
+            (g.secret.encode(), Caller(name, None if g.admin else frozenset(g.channels)))
+            for name, g in tokens.items()
+        ]
+
+    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        """The caller of this call; raises CallError UNAUTHENTICATED when the token is
+        missing or unknown."""
+        if not self.enabled:
+            return ANYONE
+        header = None
+        for key, value in context.invocation_metadata() or ():
+            if key == AUTH_HEADER:
+                header = value
+                break
+        if header is None:
+            raise unauthenticated("no token: send metadata 'authorization: Bearer <token>'")
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
+        if header[:len(BEARER)].lower() != BEARER:
+            raise unauthenticated("the authorization metadata must be 'Bearer <token>'")
+        presented = header[len(BEARER):].strip().encode()
+        found = None
+        # Every token is compared, found or not, so timing tells nothing about which
+        # one (or which prefix) matched.
+        for secret, caller in self._tokens:
+            if hmac.compare_digest(secret, presented) and found is None:
+                found = caller
+        if found is None:
+            raise unauthenticated("the token is not known to this server")
+        return found
+
+    def admin(self, context: grpc.aio.ServicerContext) -> Caller:
+        """The caller, who must be admin; else CallError PERMISSION_DENIED."""
+        caller = self.caller(context)
+        if not caller.admin:
+            raise permission_denied(f"token {caller.name!r} is bound to channels; this call "
+                                    "needs an admin token")
+        return caller
+
+    def for_channel(self, context: grpc.aio.ServicerContext, channel: str,
+                    field: str = "channel") -> Caller:
+        """The caller, who must be admin or bound to `channel`."""
+        caller = self.caller(context)
+        if not caller.may_use(channel):
+            raise denied_channel(caller, channel, field)
+        return caller
+
+
+def denied_channel(caller: Caller, channel: str, field: str = "channel"):
+    return permission_denied(f"{field} {channel!r} is not one of token {caller.name!r}'s "
+                             "channels", field)

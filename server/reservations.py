@@ -1,0 +1,453 @@
+"""The Reservations service: Reserve, Commit, Release, Extend, Amend, their batch forms,
+and Session.
+
+Every path feeds the engine's group commit: unary reserves of one loop are coalesced by
+engine.aio.reserve() into one decision pass, batches and Session messages go through
+engine.aio.apply() in one call each, so concurrent callers share fsyncs. Nothing awaits
+between a decision and its staging into the open batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from stockgate.engine import Engine, InvalidArgument, Outcome, Result, limits
+from stockgate.engine.limits import check_count, check_id, check_int, check_qty
+from stockgate.v1 import reservations_pb2, reservations_pb2_grpc, types_pb2
+
+from . import wire
+from .admission import Admission
+from .auth import Authenticator, Caller, denied_channel
+from .status import CallError, abort, deadline_exceeded, fill_error, prefixed, unavailable
+
+log = logging.getLogger("stockgate.server")
+
+BATCH_OPS_MAX = limits.BATCH_OPS_MAX  # requests per batch call, operations per Session message
+SESSION_RESULTS_PER_MESSAGE_MAX = limits.BATCH_OPS_MAX  # answers in one SessionResponse
+SESSION_SWEEP_MS = 10  # how often ops held back are checked against their timeout_ms
+OP_KINDS = ("reserve", "commit", "release", "extend", "amend")
+
+_NOT_FOUND = Result(Outcome.NOT_FOUND)  # what a channel token sees of another's reservation
+_NO_OP = InvalidArgument("op", f"is not set; give one of {', '.join(OP_KINDS)}")
+
+
+def _single_reserve_field(exc: BaseException) -> BaseException:
+    """engine.reserve_many() names a lone request's fields without requests[0]."""
+    field = getattr(exc, "field", None)
+    if field is not None and not field.startswith("requests"):
+        return prefixed(exc, "requests[0].")
+    return exc
+
+
+def check_op(kind: str, m: Any) -> None:
+    """The checks of a commit, release, extend or amend that need no state, as the
+    engine makes them, so a batch can refuse a malformed request before doing any."""
+    check_id("reservation_id", m.reservation_id, limits.RESERVATION_ID_BYTES_MAX)
+    if kind == "extend":
+        check_int("ttl_ms", m.ttl_ms, limits.TTL_MS_MIN, limits.TTL_MS_MAX)
+    elif kind in ("commit", "amend") and (m.lines or kind == "amend"):
+        check_count("lines", len(m.lines), 1, limits.LINES_PER_RESERVATION_MAX)
+        for i, ln in enumerate(m.lines):
+            check_id(f"lines[{i}].sku", ln.sku, limits.SKU_BYTES_MAX)
+            check_qty(f"lines[{i}].qty", ln.qty)
+
+
+class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
+    """The hot path. `on_failure` hears of store failures (health goes NOT_SERVING)."""
+
+    def __init__(self, engine: Engine, auth: Authenticator, admission: Admission, *,
+                 session_inflight_ops_max: int,
+                 on_failure: Callable[[BaseException], None] = lambda exc: None) -> None:
+        self._engine = engine
+        self._aio = engine.aio
+        self._auth = auth
+        self._admission = admission
+        self._session_ops_max = session_inflight_ops_max
+        self._on_failure = on_failure
+        self._sessions: set[_Session] = set()
+
+    # ------------------------------------------------------------------ helpers
+
+    def foreign(self, caller: Caller, reservation_id: str) -> bool:
+        """True when a channel token names a reservation of a channel not its own."""
+        if caller.channels is None:
+            return False
+        r = self._engine.reservation(reservation_id)
+        return r is not None and r.channel not in caller.channels
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        self._on_failure(exc)
+        await abort(context, exc)
+
+    async def _start(self, context: grpc.aio.ServicerContext, n: int = 1) -> None:
+        """Admit n operations (raises when refused) and wait out a consistency check."""
+        adm = self._admission
+        adm.admit(context, n)
+        if adm.paused:
+            try:
+                await adm.resumed()
+                adm.check_deadline(context)
+            except BaseException:
+                adm.leave(n)
+                raise
+
+    # ------------------------------------------------------------------ unary
+
+    async def Reserve(self, request, context):
+        try:
+            caller = self._auth.caller(context)
+            if not caller.may_use(request.channel):
+                raise denied_channel(caller, request.channel)
+            await self._start(context)
+            try:
+                r = await self._aio.reserve(
+                    request.reservation_id, request.channel,
+                    [(ln.sku, ln.qty) for ln in request.lines],
+                    customer=request.customer or None, campaign=request.campaign or None,
+                    ttl_ms=request.ttl_ms or wire.TTL_MS_DEFAULT, partial=request.partial,
+                    prefer_locations=tuple(request.prefer_locations))
+            finally:
+                self._admission.leave()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await self._fail(context, exc)
+        return wire.result(r)
+
+    async def _one(self, context, kind: str, request) -> types_pb2.Result:
+        try:
+            caller = self._auth.caller(context)
+            await self._start(context)
+            try:
+                # The ownership check and the decision run in one step of the loop.
+                if self.foreign(caller, request.reservation_id):
+                    r = _NOT_FOUND
+                elif kind == "commit":
+                    r = await self._aio.commit(request.reservation_id,
+                                               wire.commit_lines(request.lines))
+                elif kind == "release":
+                    r = await self._aio.release(request.reservation_id)
+                elif kind == "extend":
+                    r = await self._aio.extend(request.reservation_id, request.ttl_ms)
+                else:
+                    r = await self._aio.amend(request.reservation_id, wire.lines(request.lines))
+            finally:
+                self._admission.leave()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await self._fail(context, exc)
+        return wire.result(r)
+
+    async def Commit(self, request, context):
+        return await self._one(context, "commit", request)
+
+    async def Release(self, request, context):
+        return await self._one(context, "release", request)
+
+    async def Extend(self, request, context):
+        return await self._one(context, "extend", request)
+
+    async def Amend(self, request, context):
+        return await self._one(context, "amend", request)
+
+    # ------------------------------------------------------------------ batches
+
+    async def ReserveBatch(self, request, context):
+        try:
+            caller = self._auth.caller(context)
+            reqs = request.requests
+            check_count("requests", len(reqs), 1, BATCH_OPS_MAX)
+            if caller.channels is not None:
+                for i, m in enumerate(reqs):
+                    if m.channel not in caller.channels:
+                        raise denied_channel(caller, m.channel, f"requests[{i}].channel")
+            converted = [wire.reserve_request(m) for m in reqs]
+            await self._start(context, len(reqs))
+            try:
+                # All or nothing: a malformed or unusable request raises before any is
+                # decided.
+                results = await self._aio.reserve_many(converted)
+            except Exception as exc:  # noqa: BLE001
+                raise _single_reserve_field(exc) if len(reqs) == 1 else exc from None
+            finally:
+                self._admission.leave(len(reqs))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await self._fail(context, exc)
+        return _batch_response(results)
+
+    async def _batch(self, context, kind: str, reqs) -> reservations_pb2.BatchResponse:
+        try:
+            caller = self._auth.caller(context)
+            n = len(reqs)
+            check_count("requests", n, 1, BATCH_OPS_MAX)
+            for i, m in enumerate(reqs):
+                try:
+                    check_op(kind, m)
+                except InvalidArgument as exc:
+                    raise prefixed(exc, f"requests[{i}].") from None
+            await self._start(context, n)
+            try:
+                slots: list[Any] = [None] * n
+                ops, where = [], []
+                for i, m in enumerate(reqs):
+                    if self.foreign(caller, m.reservation_id):
+                        slots[i] = _NOT_FOUND
+                    else:
+                        ops.append(wire.op_of(kind, m))
+                        where.append(i)
+                if ops:
+                    for i, slot in zip(where, await self._aio.apply(ops)):
+                        slots[i] = slot
+            finally:
+                self._admission.leave(n)
+            for i, slot in enumerate(slots):
+                if isinstance(slot, BaseException):
+                    # Only the state or the server refuses a well-formed request now
+                    # (overload, shutdown, a commit over what is held); the others may
+                    # be done: the same ids replay them.
+                    raise prefixed(slot, f"requests[{i}].")
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await self._fail(context, exc)
+        return _batch_response(slots)
+
+    async def CommitBatch(self, request, context):
+        return await self._batch(context, "commit", request.requests)
+
+    async def ReleaseBatch(self, request, context):
+        return await self._batch(context, "release", request.requests)
+
+    async def ExtendBatch(self, request, context):
+        return await self._batch(context, "extend", request.requests)
+
+    async def AmendBatch(self, request, context):
+        return await self._batch(context, "amend", request.requests)
+
+    # ------------------------------------------------------------------ Session
+
+    async def Session(self, request_iterator, context):
+        try:
+            caller = self._auth.caller(context)
+        except CallError as exc:
+            await abort(context, exc)
+        session = _Session(self, caller, context)
+        self._sessions.add(session)
+        try:
+            await session.serve(request_iterator)
+        finally:
+            self._sessions.discard(session)
+
+    def shutdown(self) -> None:
+        """Stop reading every Session; each answers what it started and ends."""
+        for s in self._sessions:
+            s.stop()
+
+
+def _batch_response(results) -> reservations_pb2.BatchResponse:
+    resp = reservations_pb2.BatchResponse()
+    out = resp.results
+    for r in results:
+        wire.fill_result(out.add(), r)
+    return resp
+
+
+class _Session:
+    """One Session stream: ops are read, held back while the stream has too many in
+    flight (or a check runs), started a message at a time through engine.aio.apply(),
+    and answered as they become durable, many answers per response message."""
+
+    def __init__(self, service: ReservationsService, caller: Caller,
+                 context: grpc.aio.ServicerContext) -> None:
+        self.svc = service
+        self.caller = caller
+        self.context = context
+        self.loop = asyncio.get_running_loop()
+        self.bound = service._session_ops_max
+        self.waiting: collections.deque[tuple[int, str, Any, float | None]] = (
+            collections.deque())
+        self.answers: list[tuple[int, Any]] = []
+        self.inflight = 0
+        self.reading = True
+        self.stopping = False
+        self.wake = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+        self.sweep: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    async def serve(self, request_iterator: AsyncIterator) -> None:
+        reader = self.loop.create_task(self.read(request_iterator))
+        context = self.context
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                while self.answers:
+                    chunk = self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
+                    del self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
+                    await context.write(_session_response(chunk))
+                if (not self.reading or self.stopping) and not self.inflight \
+                        and not self.waiting:
+                    break
+        finally:
+            reader.cancel()
+            if self.sweep is not None:
+                self.sweep.cancel()
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            exc = reader.exception()
+            if not isinstance(exc, (asyncio.CancelledError, grpc.aio.AioRpcError)):
+                await abort(context, exc)
+        if self.stopping:
+            await abort(context, unavailable(
+                "the server is shutting down; every operation read was answered; "
+                "send the others again, with the same ids, to another server or later"))
+
+    async def read(self, request_iterator: AsyncIterator) -> None:
+        try:
+            async for req in request_iterator:
+                self.take(req)
+                while len(self.waiting) >= self.bound and not self.stopping:
+                    self.room.clear()
+                    await self.room.wait()
+                if self.stopping:
+                    break
+        finally:
+            self.reading = False
+            self.wake.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.room.set()
+        while self.waiting:
+            op_id = self.waiting.popleft()[0]
+            self.answers.append((op_id, unavailable(
+                "the server is shutting down; nothing was done; retry with the same id")))
+        self.wake.set()
+
+    def take(self, req: reservations_pb2.SessionRequest) -> None:
+        """Queue the ops of one message, answering the malformed ones at once."""
+        now = self.loop.time()
+        ops = req.ops
+        answers = self.answers
+        if len(ops) > BATCH_OPS_MAX:
+            too_many = InvalidArgument("ops", f"has {len(ops)} items in one message; the "
+                                              f"limit is {BATCH_OPS_MAX}")
+            answers.extend((op.id, too_many) for op in ops)
+            self.wake.set()
+            return
+        channels = self.caller.channels
+        waiting = self.waiting
+        for op in ops:
+            kind = op.WhichOneof("op")
+            if kind is None:
+                answers.append((op.id, _NO_OP))
+                continue
+            m = getattr(op, kind)
+            if channels is not None and kind == "reserve" and m.channel not in channels:
+                answers.append((op.id, denied_channel(self.caller, m.channel)))
+                continue
+            t = op.timeout_ms
+            if t < 0:
+                answers.append((op.id, InvalidArgument(
+                    "timeout_ms", f"is {t}; it must be 0 (no limit) or more")))
+                continue
+            waiting.append((op.id, kind, m, now + t / 1000 if t else None))
+        self.pump()
+        if answers:
+            self.wake.set()
+
+    def pump(self) -> None:
+        """Start held-back ops while the stream has room."""
+        waiting = self.waiting
+        adm = self.svc._admission
+        while waiting and self.inflight < self.bound:
+            k = min(len(waiting), self.bound - self.inflight, BATCH_OPS_MAX)
+            batch = [waiting.popleft() for _ in range(k)]
+            refusal = adm.refusal(k)
+            if refusal is not None:
+                self.answers.extend((b[0], refusal) for b in batch)
+                self.wake.set()
+                continue
+            self.inflight += k
+            task = self.loop.create_task(self.run(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        if len(waiting) < self.bound:
+            self.room.set()
+        if waiting and self.sweep is None and any(w[3] is not None for w in waiting):
+            self.sweep = self.loop.call_later(SESSION_SWEEP_MS / 1000, self.expire)
+
+    def expire(self) -> None:
+        """Answer held-back ops whose timeout_ms passed (they are never started)."""
+        self.sweep = None
+        now = self.loop.time()
+        keep = collections.deque()
+        for w in self.waiting:
+            if w[3] is not None and now > w[3]:
+                self.answers.append((w[0], _timed_out()))
+            else:
+                keep.append(w)
+        if len(keep) != len(self.waiting):
+            self.waiting = keep
+            self.wake.set()
+        self.pump()
+
+    async def run(self, batch: list[tuple[int, str, Any, float | None]]) -> None:
+        """Decide a batch of ops in one engine.aio.apply() and queue their answers."""
+        svc = self.svc
+        adm = svc._admission
+        answers = self.answers
+        try:
+            if adm.paused:
+                await adm.resumed()
+            now = self.loop.time()
+            ids, ops = [], []
+            check_owner = self.caller.channels is not None
+            # From here to the decisions inside apply() nothing awaits.
+            for op_id, kind, m, deadline in batch:
+                if deadline is not None and now > deadline:
+                    answers.append((op_id, _timed_out()))
+                    continue
+                if check_owner and kind != "reserve":
+                    try:
+                        if svc.foreign(self.caller, m.reservation_id):
+                            answers.append((op_id, _NOT_FOUND))
+                            continue
+                    except InvalidArgument as exc:
+                        answers.append((op_id, exc))
+                        continue
+                ids.append(op_id)
+                ops.append(wire.op_of(kind, m))
+            if ops:
+                try:
+                    slots = await svc._aio.apply(ops)
+                except Exception as exc:  # noqa: BLE001 - the store or the engine: all fail
+                    svc._on_failure(exc)
+                    slots = [exc] * len(ops)
+                answers.extend(zip(ids, slots))
+        finally:
+            adm.leave(len(batch))
+            self.inflight -= len(batch)
+            self.wake.set()
+            if not self.stopping:
+                self.pump()
+
+
+def _timed_out() -> CallError:
+    return deadline_exceeded("waited longer than its timeout_ms before it could start; "
+                             "nothing was done")
+
+
+def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionResponse:
+    resp = reservations_pb2.SessionResponse()
+    results = resp.results
+    fill_result = wire.fill_result
+    for op_id, answer in chunk:
+        out = results.add(id=op_id)
+        if isinstance(answer, BaseException):
+            fill_error(out.error, answer)
+        else:
+            fill_result(out.result, answer)
+    return resp
