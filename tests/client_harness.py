@@ -17,29 +17,32 @@ import pytest
 
 from stockgate.clients import AsyncClient, Client
 
-ADMIN = "admin-secret"
-TMALL = "tmall-secret"  # bound to the channel tmall
-POS = "pos-secret"  # bound to the channel pos-12
+ADMIN = "admin-secret-for-client-tests"
+TMALL = "tmall-secret-for-client-tests"  # bound to the channel tmall
+POS = "pos12-secret-for-client-tests"  # bound to the channel pos-12
 KINDS = ("async", "sync")
 
 
 def server_config(data_dir: Any, port: int = 0, **overrides: Any) -> Any:
     """The server's configuration for a test: loopback, the given port, three tokens."""
-    from stockgate.server.config import Config
+    from stockgate.server import Config, TokenGrant
 
     settings: dict[str, Any] = dict(
-        data_dir=str(data_dir), host="127.0.0.1", port=port,
-        tokens={ADMIN: "admin", TMALL: "tmall", POS: "pos-12"})
+        data_dir=str(data_dir), listen=f"127.0.0.1:{port}", shutdown_grace_ms=5_000,
+        tokens={"admin": TokenGrant(secret=ADMIN, admin=True),
+                "tmall": TokenGrant(secret=TMALL, channels=("tmall",)),
+                "pos": TokenGrant(secret=POS, channels=("pos-12",))})
     settings.update(overrides)
     return Config(**settings)
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Any, port: int = 0, **overrides: Any) -> Iterator[Any]:
+def running_server(data_dir: Any, port: int = 0, clock: Any = None,
+                   **overrides: Any) -> Iterator[Any]:
     """A ServerThread over data_dir; stopped (gracefully) on leaving."""
-    from stockgate.server.app import ServerThread
+    from stockgate.server import ServerThread
 
-    with ServerThread(server_config(data_dir, port, **overrides)) as server:
+    with ServerThread(server_config(data_dir, port, **overrides), clock=clock) as server:
         yield server
 
 
@@ -128,7 +131,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def server(tmp_path: Any) -> Iterator[Any]:
+def stocked(tmp_path: Any) -> Iterator[Any]:
     """A running server over a stocked book (see stock_book)."""
     with running_server(tmp_path / "data") as s:
         stock_book(s.engine)

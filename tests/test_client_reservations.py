@@ -12,16 +12,16 @@ from client_harness import connect, run
 
 from stockgate.clients import Outcome, ReserveRequest, State
 
-server, kind = client_harness.server, client_harness.kind  # fixtures
+stocked, kind = client_harness.stocked, client_harness.kind  # fixtures
 
 
 def held(server, sku: str) -> int:
     return sum(b.held for b in server.engine.stock(sku))
 
 
-def test_outcomes_per_line_replay_and_conflict(server, kind):
+def test_outcomes_per_line_replay_and_conflict(stocked, kind):
     async def scenario():
-        async with connect(kind, server.address) as c:
+        async with connect(kind, stocked.address) as c:
             ok = await c.reserve("r-1", "tmall", [("SKU-1", 3), ("SKU-2", 2)], ttl_ms=60_000)
             assert ok.ok and ok.outcome is Outcome.OK and not ok.replayed
             r = ok.reservation
@@ -56,13 +56,13 @@ def test_outcomes_per_line_replay_and_conflict(server, kind):
             assert await c.reservation("nope") is None
             assert (await c.reservation("r-1")) == r
     run(scenario())
-    assert held(server, "SKU-1") == 3
-    assert held(server, "SKU-2") == 8
+    assert held(stocked, "SKU-1") == 3
+    assert held(stocked, "SKU-2") == 8
 
 
-def test_commit_in_part_release_and_the_lifecycle(server, kind):
+def test_commit_in_part_release_and_the_lifecycle(stocked, kind):
     async def scenario():
-        async with connect(kind, server.address) as c:
+        async with connect(kind, stocked.address) as c:
             await c.reserve("r-1", "tmall", [("SKU-1", 5)])
             done = await c.commit("r-1", [("SKU-1", 2)])
             assert done.ok and done.reservation.state is State.COMMITTED
@@ -82,9 +82,9 @@ def test_commit_in_part_release_and_the_lifecycle(server, kind):
     run(scenario())
 
 
-def test_extend_and_amend(server, kind):
+def test_extend_and_amend(stocked, kind):
     async def scenario():
-        async with connect(kind, server.address) as c:
+        async with connect(kind, stocked.address) as c:
             first = (await c.reserve("r-1", "tmall", [("SKU-1", 2)], ttl_ms=5_000)).reservation
             longer = await c.extend("r-1", 600_000)
             assert longer.ok and longer.reservation.expires_ms > first.expires_ms + 500_000
@@ -99,12 +99,12 @@ def test_extend_and_amend(server, kind):
             assert [(li.sku, li.granted) for li in kept.lines] == [("SKU-1", 70), ("SKU-2", 1)]
             assert (await c.amend("nope", [("SKU-1", 1)])).outcome is Outcome.NOT_FOUND
     run(scenario())
-    assert held(server, "SKU-1") == 70
+    assert held(stocked, "SKU-1") == 70
 
 
-def test_a_hold_expires_after_its_ttl(server, kind):
+def test_a_hold_expires_after_its_ttl(stocked, kind):
     async def scenario():
-        async with connect(kind, server.address) as c:
+        async with connect(kind, stocked.address) as c:
             hold = await c.reserve("r-short", "tmall", [("SKU-1", 10)], ttl_ms=1_000)
             assert hold.ok
             assert (await c.availability("tmall", ["SKU-1"])) == {"SKU-1": 70}
@@ -120,9 +120,9 @@ def test_a_hold_expires_after_its_ttl(server, kind):
     run(scenario())
 
 
-def test_reserve_many_answers_in_order(server, kind):
+def test_reserve_many_answers_in_order(stocked, kind):
     async def scenario():
-        async with connect(kind, server.address) as c:
+        async with connect(kind, stocked.address) as c:
             results = await c.reserve_many([
                 ReserveRequest("b-1", "tmall", [("SKU-2", 5)]),
                 ("b-2", "tmall", [("SKU-2", 5)]),  # a plain tuple works too
@@ -138,9 +138,9 @@ def test_reserve_many_answers_in_order(server, kind):
     run(scenario())
 
 
-def test_campaign_window_and_per_customer_limit(server, kind):
+def test_campaign_window_and_per_customer_limit(stocked, kind):
     async def scenario():
-        async with connect(kind, server.address) as c:
+        async with connect(kind, stocked.address) as c:
             now = int(time.time() * 1000)
             created = await c.create_campaign(
                 "d11", channels=["tmall"], start_ms=now + 3_600_000, end_ms=now + 7_200_000,
@@ -181,15 +181,15 @@ def test_campaign_window_and_per_customer_limit(server, kind):
 
 
 @pytest.mark.parametrize("kind", ["async"])
-def test_one_client_serves_many_concurrent_reserves_exactly(server, kind):
+def test_one_client_serves_many_concurrent_reserves_exactly(stocked, kind):
     # 500 buyers of 1 unit each for 80 units: exactly 80 get one.
     async def scenario():
-        async with connect(kind, server.address) as c:
+        async with connect(kind, stocked.address) as c:
             results = await asyncio.gather(*(
                 c.reserve(f"hot-{i}", "tmall", [("SKU-1", 1)]) for i in range(500)))
             return [r.outcome for r in results]
     outcomes = run(scenario())
     assert outcomes.count(Outcome.OK) == 80
     assert outcomes.count(Outcome.INSUFFICIENT_STOCK) == 420
-    assert held(server, "SKU-1") == 80
+    assert held(stocked, "SKU-1") == 80
 
