@@ -15,7 +15,7 @@ from . import calls, limits, wire
 from .aio_session import AsyncSession
 from .backoff import Backoff
 from .batch import ReserveRequest
-from .errors import ClientClosed, NotFound, Unavailable, error_from_rpc
+from .errors import ClientClosed, DeadlineExceeded, NotFound, Unavailable, error_from_rpc
 from .records import BucketStock, Campaign, Channel, CheckReport, JournalPage
 from .results import Reservation, Result
 from .transport import PemSource, Transport
@@ -165,7 +165,10 @@ class AsyncClient:
         deadline = asyncio.get_running_loop().time() + check_timeout(timeout, self.timeout)
         for call in calls.reserve_batches(requests):
             left = deadline - asyncio.get_running_loop().time()
-            results.extend(await self._unary(call, max(left, 0.001)))
+            if left <= 0:
+                raise DeadlineExceeded(f"the deadline passed after {len(results)} results; "
+                                       "send the rest again, with the same ids")
+            results.extend(await self._unary(call, left))
         return results
 
     # ------------------------------------------------------------------ catalogue
@@ -356,8 +359,11 @@ class AsyncClient:
         deadline = loop.time() + check_timeout(timeout, self.timeout, call.timeout_s_min)
         backoff = Backoff()
         while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise DeadlineExceeded("the deadline passed before the call was sent")
             try:
-                answer = await method(call.request, timeout=max(deadline - loop.time(), 0.001),
+                answer = await method(call.request, timeout=left,
                                       metadata=self.transport.metadata)
             except grpc.aio.AioRpcError as e:
                 err = error_from_rpc(e)

@@ -134,7 +134,11 @@ class Client:
         results: list[Result] = []
         deadline = time.monotonic() + check_timeout(timeout, self.timeout)
         for call in calls.reserve_batches(requests):
-            results.extend(self._unary(call, max(deadline - time.monotonic(), 0.001)))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(f"the deadline passed after {len(results)} results; "
+                                       "send the rest again, with the same ids")
+            results.extend(self._unary(call, left))
         return results
 
     # ------------------------------------------------------------------ catalogue
@@ -309,8 +313,11 @@ class Client:
         deadline = time.monotonic() + check_timeout(timeout, self.timeout, call.timeout_s_min)
         backoff = Backoff()
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded("the deadline passed before the call was sent")
             try:
-                answer = method(call.request, timeout=max(deadline - time.monotonic(), 0.001),
+                answer = method(call.request, timeout=left,
                                 metadata=self.transport.metadata)
             except grpc.RpcError as e:
                 err = error_from_rpc(e)
