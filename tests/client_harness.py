@@ -190,12 +190,14 @@ class WireProxy:
             w.close()
 
     def cut(self) -> None:
-        """Close every connection now (the client sees its streams fail UNAVAILABLE)."""
+        """Close every connection now (the client sees its streams fail UNAVAILABLE);
+        connections made after it pass answers again."""
         import threading
 
         done = threading.Event()
 
         def close_all() -> None:
+            self.swallow_answers = False
             for w in self._writers:
                 w.transport.abort()
             self._writers.clear()
