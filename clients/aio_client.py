@@ -338,14 +338,14 @@ class AsyncClient:
             try:
                 async for pb in call:
                     backoff.reset()
-                    update = cursor.advance(pb)
-                    if update is not None:
-                        yield update
+                    yield cursor.advance(pb)
                 error = None
             except grpc.aio.AioRpcError as e:
                 error = e
             finally:
                 call.cancel()
+            if self._closed:
+                return
             cursor.broke(error, asyncio.get_running_loop().time(), reconnect_for_s)
             await asyncio.sleep(backoff.next_delay_s())
 
