@@ -24,8 +24,13 @@ from .results import Result
 from .session import Outbox, Pending
 
 # Stream endings after which the unanswered operations are sent again on a new stream.
+# INTERNAL and UNKNOWN are among them: a server stopping while a stream is open can end it
+# with "Internal error from Core" (seen with grpcio 1.85), and every operation is safe to
+# send again (same ids: the server answers a repeat with its first answer). Each
+# operation's deadline bounds the resending.
 RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
-                          grpc.StatusCode.DEADLINE_EXCEEDED})
+                          grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
+                          grpc.StatusCode.UNKNOWN})
 # Stream endings that concern every operation, queued ones included.
 FAIL_ALL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED,
                             grpc.StatusCode.PERMISSION_DENIED,

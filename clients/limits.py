@@ -24,7 +24,7 @@ MESSAGE_BYTES_MAX = 4 * 1024 * 1024  # what the channel accepts in one message
 # Reconnecting (Session and Watch streams, retries of idempotent calls on UNAVAILABLE):
 # capped exponential backoff with jitter.
 BACKOFF_INITIAL_MS = 50
-BACKOFF_MAX_MS = 2_000
+BACKOFF_MAX_MS = 1_000
 BACKOFF_MULTIPLIER = 2
 
 # Keepalive: below the server's minimum ping interval, a client would be sent away

@@ -102,22 +102,31 @@ def test_extend_and_amend(stocked, kind):
     assert held(stocked, "SKU-1") == 70
 
 
-def test_a_hold_expires_after_its_ttl(stocked, kind):
-    async def scenario():
-        async with connect(kind, stocked.address) as c:
-            hold = await c.reserve("r-short", "tmall", [("SKU-1", 10)], ttl_ms=1_000)
-            assert hold.ok
-            assert (await c.availability("tmall", ["SKU-1"])) == {"SKU-1": 70}
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                r = await c.reservation("r-short")
-                if r.state is State.EXPIRED:
-                    break
-                await asyncio.sleep(0.1)
-            assert r.state is State.EXPIRED
-            assert (await c.availability("tmall", ["SKU-1"])) == {"SKU-1": 80}
-            assert (await c.commit("r-short")).outcome is Outcome.NOT_HELD
-    run(scenario())
+def test_a_hold_expires_after_its_ttl(tmp_path, kind):
+    from stockgate.engine import ManualClock
+
+    clock = ManualClock()
+    with client_harness.running_server(tmp_path / "data", clock=clock) as server:
+        client_harness.stock_book(server.engine)
+
+        async def scenario():
+            async with connect(kind, server.address) as c:
+                hold = await c.reserve("r-short", "tmall", [("SKU-1", 10)], ttl_ms=1_000)
+                assert hold.ok and hold.reservation.expires_ms == clock.now_ms() + 1_000
+                assert (await c.availability("tmall", ["SKU-1"])) == {"SKU-1": 70}
+                clock.advance(999)
+                await asyncio.sleep(0.2)  # the engine looks for due holds every 50 ms
+                assert (await c.reservation("r-short")).state is State.HELD
+                clock.advance(1)
+                deadline = time.monotonic() + 10
+                while (r := await c.reservation("r-short")).state is State.HELD:
+                    assert time.monotonic() < deadline, "the hold never expired"
+                    await asyncio.sleep(0.02)
+                assert r.state is State.EXPIRED
+                assert (await c.availability("tmall", ["SKU-1"])) == {"SKU-1": 80}
+                assert (await c.commit("r-short")).outcome is Outcome.NOT_HELD
+                assert (await c.extend("r-short", 60_000)).outcome is Outcome.NOT_HELD
+        run(scenario())
 
 
 def test_reserve_many_answers_in_order(stocked, kind):

@@ -202,3 +202,36 @@ def test_close_fails_waiting_calls_and_refuses_new_ones(tmp_path, flavour):
                 c.reserve("r-2", "tmall", [("SKU-1", 1)])
             with pytest.raises(ClientClosed):
                 c.stock("SKU-1")
+
+
+def test_calls_in_flight_during_a_graceful_stop_all_end_exactly(tmp_path, kind):
+    """A stop while 300 reserves are on their way: the server answers what it read, says
+    UNAVAILABLE for the rest, and the client sends those again once a server is back on the
+    port. Every caller gets one answer, and exactly the stock there was is held."""
+    data = tmp_path / "data"
+    first = running_server(data)
+    server = first.__enter__()
+    stock_book(server.engine)
+    port, address = server.port, server.address
+
+    async def scenario():
+        async with connect(kind, address) as c:
+            assert (await c.reserve("warm", "tmall", [("SKU-1", 1)])).ok
+            calls = [asyncio.ensure_future(
+                c.reserve(f"g-{i}", "tmall", [("SKU-1", 1)], timeout=30)) for i in range(300)]
+            await asyncio.sleep(0)
+            await asyncio.to_thread(first.__exit__, None, None, None)
+            second = running_server(data, port)
+            back = await asyncio.to_thread(second.__enter__)
+            try:
+                results = await asyncio.gather(*calls)
+            finally:
+                engine_held = held(back.engine, "SKU-1")
+                await asyncio.to_thread(second.__exit__, None, None, None)
+            return results, engine_held
+
+    results, engine_held = run(scenario())
+    outcomes = [r.outcome for r in results]
+    assert outcomes.count(Outcome.OK) == 79
+    assert outcomes.count(Outcome.INSUFFICIENT_STOCK) == 221
+    assert engine_held == 80
