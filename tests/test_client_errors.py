@@ -3,6 +3,8 @@ oversized input naming the field, unknown objects and contradictions, deadlines.
 
 from __future__ import annotations
 
+import asyncio
+
 import client_harness
 import pytest
 from client_harness import ADMIN, POS, TMALL, connect, run
@@ -120,3 +122,29 @@ def test_a_tiny_deadline_then_a_retry_with_the_same_id_answers_consistently(stoc
                 await c.stock("SKU-1", timeout=0)
     run(scenario())
     assert sum(b.held for b in stocked.engine.stock("SKU-1")) == 7  # held once
+
+
+def test_overload_is_an_exception_with_a_retry_hint_never_an_outcome(tmp_path, kind):
+    from stockgate.clients import Overloaded, ReserveRequest
+
+    with client_harness.running_server(tmp_path / "data", inflight_ops_max=5) as server:
+        client_harness.stock_book(server.engine)
+
+        async def scenario():
+            async with connect(kind, server.address) as c:
+                got = await asyncio.gather(*(
+                    c.reserve(f"o-{i}", "tmall", [("SKU-1", 1)]) for i in range(200)),
+                    return_exceptions=True)
+                shed = [g for g in got if isinstance(g, Overloaded)]
+                done = [g for g in got if not isinstance(g, BaseException)]
+                assert len(shed) + len(done) == 200
+                assert shed and all(e.retry_after_ms > 0 for e in shed)
+                assert all(r.outcome in (Outcome.OK, Outcome.INSUFFICIENT_STOCK) for r in done)
+                with pytest.raises(Overloaded) as e:
+                    await c.reserve_many([ReserveRequest(f"m-{i}", "tmall", [("SKU-2", 1)])
+                                          for i in range(6)])
+                assert e.value.retry_after_ms > 0
+                return sum(r.ok for r in done)
+
+        granted = run(scenario())
+        assert sum(b.held for b in server.engine.stock("SKU-1")) == granted
