@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import grpc
@@ -19,22 +20,11 @@ from stockgate.v1 import reservations_pb2_grpc
 
 from . import wire
 from .backoff import Backoff
-from .errors import ClientClosed, DeadlineExceeded, StockgateError, Unavailable, error_from_rpc
+from .errors import ClientClosed, DeadlineExceeded, StockgateError, Unavailable
 from .results import Result
 from .session import Outbox, Pending
 
-# Stream endings after which the unanswered operations are sent again on a new stream.
-# INTERNAL and UNKNOWN are among them: a server stopping while a stream is open can end it
-# with "Internal error from Core" (seen with grpcio 1.85), and every operation is safe to
-# send again (same ids: the server answers a repeat with its first answer). Each
-# operation's deadline bounds the resending.
-RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
-                          grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
-                          grpc.StatusCode.UNKNOWN})
-# Stream endings that concern every operation, queued ones included.
-FAIL_ALL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED,
-                            grpc.StatusCode.PERMISSION_DENIED,
-                            grpc.StatusCode.UNIMPLEMENTED})
+log = logging.getLogger("stockgate.clients")
 
 
 class AsyncSession:
@@ -118,6 +108,13 @@ class AsyncSession:
                     await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _run(self) -> None:
+        try:
+            await self._serve()
+        except Exception as e:  # a bug here must not leave callers waiting for nothing
+            log.exception("stockgate client: the Session stream owner failed")
+            self._outbox.fail_all(StockgateError(f"the client's Session failed: {e!r}"))
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closed:
             await self._wait_for_work()
@@ -155,16 +152,9 @@ class AsyncSession:
 
     def _after_stream(self, error: grpc.aio.AioRpcError | None) -> None:
         """The stream ended: resend, or tell the callers why not."""
-        code = error.code() if error is not None else None
-        if error is None or code in RESEND_CODES:
-            self._outbox.requeue_in_flight()
-            detail = error.details() if error is not None else "the server ended the stream"
-            self.last_error = Unavailable(f"the Session stream broke: {detail}")
-            if not self._outbox.pending():
-                self._backoff.reset()  # idle: the next call reconnects at once
-            return
-        failure = error_from_rpc(error)
-        self._outbox.fail_all(failure, in_flight_only=code not in FAIL_ALL_CODES)
+        self.last_error = self._outbox.stream_ended(error)
+        if not self._outbox.pending():
+            self._backoff.reset()  # idle: the next call reconnects at once
 
     async def _write(self, call: Any) -> None:
         loop = asyncio.get_running_loop()

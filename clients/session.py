@@ -16,6 +16,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import Any
+
+import grpc
 
 from stockgate.v1 import reservations_pb2
 
@@ -26,10 +29,25 @@ from .errors import (
     StockgateError,
     Unavailable,
     error_for_number,
+    error_from_rpc,
 )
 from .results import Result
 
 _UNAVAILABLE = 14  # google.rpc.Code: the server is going away or its store failed; resend
+
+# Stream endings after which the unanswered operations are sent again on a new stream.
+# INTERNAL and UNKNOWN are among them: a server stopping while a stream is open can end it
+# with "Internal error from Core" (seen with grpcio 1.85), and every operation is safe to
+# send again (same ids: the server answers a repeat with its first answer). Each
+# operation's deadline bounds the resending.
+RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                          grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
+                          grpc.StatusCode.UNKNOWN})
+# Stream endings that concern every operation, queued ones included; after any other
+# ending only the operations in flight fail (the stream refused what they carried).
+FAIL_ALL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED,
+                            grpc.StatusCode.PERMISSION_DENIED,
+                            grpc.StatusCode.UNIMPLEMENTED})
 
 
 class Pending:
@@ -153,6 +171,18 @@ class Outbox:
         resend = sorted(self.in_flight.values(), key=lambda p: p.op.id)
         self.in_flight.clear()
         self.queue.extendleft(reversed(resend))
+
+    def stream_ended(self, error: Any) -> Unavailable | None:
+        """The stream ended (`error`: the gRPC error, None for a clean end). Either what
+        it carried is queued again and the Unavailable to report while reconnecting is
+        returned, or the callers are told why not and None is returned."""
+        code = error.code() if error is not None else None
+        if error is None or code in RESEND_CODES:
+            self.requeue_in_flight()
+            detail = error.details() if error is not None else "the server ended the stream"
+            return Unavailable(f"the Session stream broke: {detail}")
+        self.fail_all(error_from_rpc(error), in_flight_only=code not in FAIL_ALL_CODES)
+        return None
 
     def fail_all(self, error: StockgateError, *, in_flight_only: bool = False) -> None:
         victims = list(self.in_flight.values())

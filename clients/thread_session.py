@@ -12,6 +12,7 @@ made: the threads here then become greenlets and every wait here yields to the h
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -22,11 +23,12 @@ import grpc
 from stockgate.v1 import reservations_pb2, reservations_pb2_grpc
 
 from . import wire
-from .aio_session import FAIL_ALL_CODES, RESEND_CODES
 from .backoff import Backoff
-from .errors import ClientClosed, DeadlineExceeded, StockgateError, Unavailable, error_from_rpc
+from .errors import ClientClosed, DeadlineExceeded, StockgateError, Unavailable
 from .results import Result
 from .session import Outbox, Pending
+
+log = logging.getLogger("stockgate.clients")
 
 
 class ThreadSession:
@@ -111,6 +113,18 @@ class ThreadSession:
         return not self._closed
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception as e:  # a bug here must not leave callers waiting for nothing
+            log.exception("stockgate client: the Session stream owner failed")
+            with self._cond:
+                self._thread = None  # the next call starts another
+                self._generation += 1
+                self._cond.notify_all()
+                self._outbox.requeue_in_flight()
+                self._outbox.fail_all(StockgateError(f"the client's Session failed: {e!r}"))
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 if not self._wait_for_work():
@@ -145,16 +159,9 @@ class ThreadSession:
                         self._cond.wait(left)
 
     def _after_stream(self, error: grpc.RpcError | None) -> None:
-        code = error.code() if error is not None else None
-        if error is None or code in RESEND_CODES:
-            self._outbox.requeue_in_flight()
-            detail = error.details() if error is not None else "the server ended the stream"
-            self.last_error = Unavailable(f"the Session stream broke: {detail}")
-            if not self._outbox.pending():
-                self._backoff.reset()
-            return
-        failure = error_from_rpc(error)
-        self._outbox.fail_all(failure, in_flight_only=code not in FAIL_ALL_CODES)
+        self.last_error = self._outbox.stream_ended(error)
+        if not self._outbox.pending():
+            self._backoff.reset()
 
     def close(self) -> None:
         """Stop the stream and its thread; calls still waiting raise ClientClosed."""
