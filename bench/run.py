@@ -15,7 +15,8 @@
   recovery     seconds to open an Engine over --skus buckets + --holds live holds, with
                the store in the page cache (warm) and evicted from it (cold)
 
-It writes DIR/results.json and prints a table. Later subcommands: `server`, `report`.
+It writes DIR/results.json and prints a table. `server` (bench/server.py) measures the gRPC
+server against the bare grpc.aio floor. Later: `report`.
 The store is built in DIR/store and removed afterwards unless --keep-store.
 """
 
@@ -734,7 +735,7 @@ def print_table(r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{core}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{core,server}")
     core = sub.add_parser("core", help="engine benchmarks without a server")
     core.add_argument("--out", required=True, help="directory for results.json and the store")
     core.add_argument("--quick", action="store_true", help="small sizes, < 1 minute")
@@ -757,6 +758,11 @@ def main(argv: list[str] | None = None) -> int:
                            "fold the stacks into µs per reservation per engine stage")
     core.add_argument("--keep-store", action="store_true", help="keep DIR/store afterwards")
     core.set_defaults(func=cmd_core)
+    import server as server_bench  # bench/server.py, beside this file
+
+    srv = sub.add_parser("server", help="stockgate over gRPC vs the bare grpc.aio floor")
+    server_bench.add_arguments(srv)
+    srv.set_defaults(func=server_bench.cmd_server)
     probe = sub.add_parser("_probe-open", help=argparse.SUPPRESS)
     probe.add_argument("path")
     probe.add_argument("--trace", action="store_true")

@@ -57,8 +57,10 @@ LINE_OK = 0
 LINE_SHORT_STOCK = 1
 LINE_SHORT_LIMIT = 2
 
-# Counter record as the store keeps it: on_hand, held, floor (little-endian int64).
-_SNAPSHOT = struct.Struct("<qqq")
+# Counter record as the store keeps it: on_hand and floor (little-endian int64). Held is
+# not stored: it is the sum of the live reservations, recomputed when the store opens, so
+# a reservation, release or expiry rewrites no bucket record.
+_SNAPSHOT = struct.Struct("<qq")
 SNAPSHOT_BYTES = _SNAPSHOT.size
 CAPACITY_MIN = 1024
 FLOOR_MIN = -2_000_000_000  # the lowest floor an int32 holds with room to spare
@@ -81,8 +83,12 @@ cdef class Counters:
     cdef Py_ssize_t size
     cdef Py_ssize_t capacity
     cdef int64_t busy   # callers inside decide(): the arrays must not move meanwhile
+    cdef set changed    # indices whose on_hand or floor changed since take_changed()
+    cdef bint track
 
-    def __cinit__(self, Py_ssize_t capacity=CAPACITY_MIN):
+    def __cinit__(self, Py_ssize_t capacity=CAPACITY_MIN, bint track_changes=False):
+        self.changed = set()
+        self.track = track_changes
         self.size = 0
         self.capacity = 0
         self.busy = 0
@@ -139,6 +145,8 @@ cdef class Counters:
         self.avail[i] = on_hand - held
         self.floor[i] = floor
         self.size += 1
+        if self.track:
+            self.changed.add(i)
         return i
 
     def reserve_capacity(self, Py_ssize_t n) -> None:
@@ -166,17 +174,23 @@ cdef class Counters:
         if floor > 0 or floor < FLOOR_MIN:
             raise ValueError(f"floor must be between {FLOOR_MIN} and 0, got {floor}")
         self.floor[i] = <int32_t>floor
+        if self.track:
+            self.changed.add(i)
 
     def add_on_hand(self, Py_ssize_t i, int64_t delta) -> None:
         """Stock arrives or leaves unheld: on_hand and avail move together."""
         self._check(i)
         sg_add(&self.on_hand[i], delta)
         sg_add(&self.avail[i], delta)
+        if self.track:
+            self.changed.add(i)
 
     def settle(self, Py_ssize_t i, int64_t qty) -> None:
         """Held units leave the building (commit): on_hand and held drop, avail stays."""
         self._check(i)
         sg_add(&self.on_hand[i], -qty)
+        if self.track:
+            self.changed.add(i)
 
     def credit(self, Py_ssize_t i, int64_t qty) -> None:
         """Held units return (release, expiry, rollback)."""
@@ -194,15 +208,26 @@ cdef class Counters:
         cdef int64_t fl = self.floor[i] if presale else 0
         return sg_take(&self.avail[i], qty, fl, 1) == qty
 
+    def track_changes(self, bint on) -> None:
+        """Start (or stop) recording which indices change; forgets what was recorded. A
+        table being loaded from the store starts recording only once it is loaded."""
+        self.track = on
+        self.changed = set()
+
+    def take_changed(self) -> list:
+        """The indices whose on_hand or floor changed (or that were added) since the last
+        call, in order; only with track_changes. What the store must rewrite."""
+        out = sorted(self.changed)
+        self.changed = set()
+        return out
+
     def snapshot(self, indices) -> bytes:
-        """Pack (on_hand, held, floor) of each index, in order, for the store."""
+        """Pack (on_hand, floor) of each index, in order, for the store."""
         parts = []
         cdef Py_ssize_t i
-        cdef int64_t oh
         for i in indices:
             self._check(i)
-            oh = sg_load(&self.on_hand[i])
-            parts.append(_SNAPSHOT.pack(oh, oh - sg_load(&self.avail[i]), self.floor[i]))
+            parts.append(_SNAPSHOT.pack(sg_load(&self.on_hand[i]), self.floor[i]))
         return b"".join(parts)
 
     def memory_bytes(self) -> int:
@@ -264,11 +289,13 @@ cdef class Counters:
             # pays only for batches big enough to be worth running beside them.
             if n_lines >= NOGIL_LINES_MIN:
                 with nogil:
-                    full = _decide(self, limits, op_line_end, op_flags, line_qty, line_limit,
-                                   line_src_end, srcs, taken, granted, line_status)
+                    full = _decide(self, limits, n_ops, _p(op_line_end), _p(op_flags),
+                                   _p(line_qty), _p(line_limit), _p(line_src_end), _p(srcs),
+                                   _pw(taken), _pw(granted), _pw(line_status))
             else:
-                full = _decide(self, limits, op_line_end, op_flags, line_qty, line_limit,
-                               line_src_end, srcs, taken, granted, line_status)
+                full = _decide(self, limits, n_ops, _p(op_line_end), _p(op_flags),
+                               _p(line_qty), _p(line_limit), _p(line_src_end), _p(srcs),
+                               _pw(taken), _pw(granted), _pw(line_status))
         finally:
             sg_add(&self.busy, -1)
             if limits is not self:
@@ -276,24 +303,33 @@ cdef class Counters:
         return full
 
 
+cdef inline const int64_t *_p(const int64_t[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] else NULL
+
+
+cdef inline int64_t *_pw(int64_t[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] else NULL
+
+
 cdef Py_ssize_t _decide(
     Counters t,
     Counters lim,
-    const int64_t[::1] op_line_end,
-    const int64_t[::1] op_flags,
-    const int64_t[::1] line_qty,
-    const int64_t[::1] line_limit,
-    const int64_t[::1] line_src_end,
-    const int64_t[::1] srcs,
-    int64_t[::1] taken,
-    int64_t[::1] granted,
-    int64_t[::1] line_status,
+    Py_ssize_t n_ops,
+    const int64_t *op_line_end,
+    const int64_t *op_flags,
+    const int64_t *line_qty,
+    const int64_t *line_limit,
+    const int64_t *line_src_end,
+    const int64_t *srcs,
+    int64_t *taken,
+    int64_t *granted,
+    int64_t *line_status,
 ) noexcept nogil:
     cdef Py_ssize_t i, j, k, j0, j1, k0, k1, jj, kk, full = 0
     cdef int64_t want, got, got_limit, fl, lidx, flags
     cdef bint partial, presale, failed
     j0 = 0
-    for i in range(op_line_end.shape[0]):
+    for i in range(n_ops):
         j1 = op_line_end[i]
         flags = op_flags[i]
         partial = (flags & 1) != 0
@@ -349,3 +385,4 @@ cdef Py_ssize_t _decide(
 
 
 include "_index.pxi"
+include "_holds.pxi"

@@ -79,8 +79,9 @@ def run_check(engine: Engine) -> CheckReport:
                     continue
                 held[alloc[x]] += alloc[x + 1]
 
-    # on_hand from the journal
+    # on_hand and held from the journal
     on_hand = [0] * n
+    journal_held = [0] * n
     totals = {"received": 0, "adjusted": 0, "committed": 0, "shipped": 0, "arrived": 0,
               "moved": 0}
     events = 0
@@ -99,6 +100,9 @@ def run_check(engine: Engine) -> CheckReport:
                 on_hand[b] += d
                 if total is not None:
                     totals[total] += d
+            for b, d in ev.get("held") or ():
+                if 0 <= b < n:
+                    journal_held[b] += d
     if engine._store.last_seq() != engine._seq:
         drift(f"journal ends at seq {engine._store.last_seq()} but memory at {engine._seq}")
     transit = sum(rec[5] for rec in engine._transfers.values() if rec[6] == "in_transit")
@@ -106,7 +110,7 @@ def run_check(engine: Engine) -> CheckReport:
         drift(f"in transit: the journal says {-totals['shipped'] - totals['arrived']} units, "
               f"the open transfers {transit}")
 
-    stored: dict[int, tuple[int, int, int]] = {}
+    stored: dict[int, tuple[int, int]] = {}
     for key, value in engine._store.items("buckets"):
         stored[records.BUCKET_ID.unpack(key)[0]] = records.decode_bucket(value)
 
@@ -115,12 +119,15 @@ def run_check(engine: Engine) -> CheckReport:
         mem_on_hand, mem_held = counters.on_hand_of(b), counters.held(b)
         if mem_held != held[b]:
             drift(f"bucket {label}: held is {mem_held}, live reservations hold {held[b]}")
+        if journal_held[b] != held[b]:
+            drift(f"bucket {label}: the journal says {journal_held[b]} held, live "
+                  f"reservations hold {held[b]}")
         if mem_on_hand != on_hand[b]:
             drift(f"bucket {label}: on_hand is {mem_on_hand}, the journal says {on_hand[b]}")
-        s_on_hand, s_held, s_floor = stored.get(b, (0, 0, 0))
-        if (s_on_hand, s_held, s_floor) != (mem_on_hand, mem_held, counters.floor_of(b)):
-            drift(f"bucket {label}: stored counters {(s_on_hand, s_held, s_floor)} differ "
-                  f"from memory {(mem_on_hand, mem_held, counters.floor_of(b))}")
+        s_on_hand, s_floor = stored.get(b, (0, 0))
+        if (s_on_hand, s_floor) != (mem_on_hand, counters.floor_of(b)):
+            drift(f"bucket {label}: stored (on_hand, floor) {(s_on_hand, s_floor)} differ "
+                  f"from memory {(mem_on_hand, counters.floor_of(b))}")
 
     # customer allowances from reservations
     used: dict[tuple[str, str, str], int] = {}

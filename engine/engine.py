@@ -105,7 +105,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
     # ------------------------------------------------------------------ lifecycle
 
     def _reset_memory(self) -> None:
-        self._counters = _core.Counters()
+        self._counters = _core.Counters()  # tracks changes once loaded: see _load_all
         self._limits = _core.Counters()
         self._index = _core.BucketIndex()  # (sku, location, pool) <-> bucket id
         self._codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}
@@ -151,11 +151,11 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         n = 0
         for key, value in st.items("buckets"):
             b = records.BUCKET_ID.unpack(key)[0]
-            on_hand, held, floor = records.decode_bucket(value)
+            on_hand, floor = records.decode_bucket(value)
             while n < b:  # a bucket whose counters were never written is empty
                 self._counters.add()
                 n += 1
-            self._counters.add(on_hand, held, floor)
+            self._counters.add(on_hand, 0, floor)
             n += 1
         while n < len(self._index):
             self._counters.add()
@@ -189,7 +189,11 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
             self._res[r.rid] = r
             if r.state == State.HELD:
                 heapq.heappush(self._expiry, (r.expires_ms, r.rid))
+                for _, _, _, alloc, _ in r.lines:  # held is the sum of the live holds
+                    for x in range(0, len(alloc), 2):
+                        self._counters.force_take(alloc[x], alloc[x + 1])
             self._count_limit(r)
+        self._counters.track_changes(True)  # from here on, what changes must be written
         self._seq = st.last_seq()
 
     def close(self) -> None:
@@ -255,7 +259,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         batch = self._batch
         if not batch:
             return None
-        dirty = sorted(batch.dirty)
+        dirty = self._counters.take_changed()
         snap = self._counters.snapshot(dirty)
         self._batch = Batch()
         return batch, dirty, snap
@@ -334,9 +338,10 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         self._batch.events.append(fields)
 
     def _touch(self, b: int) -> None:
+        """Remember a bucket's available before the op changes it, for _alerts(). (Which
+        buckets the store must rewrite, the core tracks itself: Counters.take_changed.)"""
         if b not in self._touched:
             self._touched[b] = self._counters.available(b)
-        self._batch.dirty.add(b)
 
     def _bucket(self, sku: str, loc: str, pool: str) -> int:
         """The bucket of (sku, loc, pool), created empty if new."""
@@ -345,7 +350,6 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
             b = self._index.add(sku, loc, pool)
             self._counters.add()
             self._batch.put("bucket_keys", records.bucket_id_key(b), records.pack([sku, loc, pool]))
-            self._batch.dirty.add(b)
         return b
 
     def _require_location(self, field: str, loc: str) -> None:

@@ -38,12 +38,11 @@ class Batch:
     caller of the batch, so a thousand concurrent reservations cost a few wake-ups.
     """
 
-    __slots__ = ("puts", "events", "dirty", "ops", "done", "error", "_event", "_futures", "_lock")
+    __slots__ = ("puts", "events", "ops", "done", "error", "_event", "_futures", "_lock")
 
     def __init__(self) -> None:
         self.puts: dict[str, dict[bytes, bytes]] = {}
         self.events: list[dict[str, Any]] = []
-        self.dirty: set[int] = set()  # bucket ids whose counters changed
         self.ops = 0
         self.done = False
         self.error: BaseException | None = None
@@ -52,7 +51,8 @@ class Batch:
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
-        return bool(self.puts or self.events or self.dirty)
+        # Every change journals an event, so a batch with bucket changes is never empty.
+        return bool(self.puts or self.events)
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         self.puts.setdefault(db, {})[key] = value
@@ -95,7 +95,6 @@ class Batch:
             # since reservations keep their batch as a ticket for replays.
             self.puts = {}
             self.events = []
-            self.dirty = set()
             event, futures = self._event, self._futures
             self._event = None
             self._futures = {}

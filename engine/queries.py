@@ -88,6 +88,18 @@ class Queries:
             r = self._res.get(reservation_id)
             return None if r is None else self._public(r)
 
+    def reservation_channel(self, reservation_id: str) -> str | None:
+        """The channel of a reservation (any state), or None: what an authorization check
+        needs, without building the reservation's snapshot."""
+        check_id("reservation_id", reservation_id, limits.RESERVATION_ID_BYTES_MAX)
+        r = self._res.get(reservation_id)  # one dict read: atomic under the GIL
+        return None if r is None else r.channel
+
+    @property
+    def bucket_count(self) -> int:
+        """Buckets so far; ids run 0..bucket_count - 1 (see bucket_key)."""
+        return len(self._index)
+
     def journal(self, from_seq: int = 1, limit: int = limits.JOURNAL_READ_EVENTS_MAX
                 ) -> list[dict[str, Any]]:
         """Journal events with seq >= from_seq, oldest first, at most `limit`: everything

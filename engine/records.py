@@ -4,6 +4,7 @@ so a reader refuses what it does not understand instead of guessing."""
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any
 
 import msgpack
@@ -12,8 +13,13 @@ from .errors import CorruptRecord
 
 FORMAT_VERSION = 1
 
-# Bucket counters: version byte, then on_hand, held, floor (the core's snapshot layout).
-BUCKET = struct.Struct("<Bqqq")
+# Bucket counters: version byte, then on_hand and floor (the core's snapshot layout).
+# Held is not stored: opening the store sums it from the live reservations. Version 1
+# records also carried held, which is read past.
+BUCKET_FORMAT_VERSION = 2
+BUCKET = struct.Struct("<Bqq")
+_BUCKET_V1 = struct.Struct("<Bqqq")
+_BUCKET_VERSION_BYTE = bytes([BUCKET_FORMAT_VERSION])
 BUCKET_ID = struct.Struct(">I")  # big-endian, so LMDB keeps buckets in id order
 SEQ = struct.Struct(">Q")  # journal keys: the last sequence number of a chunk
 _VERSION_BYTE = bytes([FORMAT_VERSION])
@@ -24,24 +30,34 @@ def bucket_id_key(bucket: int) -> bytes:
 
 
 def bucket_value(snapshot: bytes) -> bytes:
-    """One 24-byte core snapshot -> a stored bucket record."""
-    return _VERSION_BYTE + snapshot
+    """One 16-byte core snapshot -> a stored bucket record."""
+    return _BUCKET_VERSION_BYTE + snapshot
 
 
-def decode_bucket(value: bytes) -> tuple[int, int, int]:
-    """A stored bucket record -> (on_hand, held, floor)."""
-    if len(value) != BUCKET.size or value[0] != FORMAT_VERSION:
-        raise CorruptRecord(
-            f"bucket record of {len(value)} bytes, version {value[:1]!r}: "
-            f"expected {BUCKET.size} bytes of version {FORMAT_VERSION}"
-        )
-    _, on_hand, held, floor = BUCKET.unpack(value)
-    return on_hand, held, floor
+def decode_bucket(value: bytes) -> tuple[int, int]:
+    """A stored bucket record -> (on_hand, floor)."""
+    if len(value) == BUCKET.size and value[0] == BUCKET_FORMAT_VERSION:
+        _, on_hand, floor = BUCKET.unpack(value)
+        return on_hand, floor
+    if len(value) == _BUCKET_V1.size and value[0] == 1:
+        _, on_hand, _, floor = _BUCKET_V1.unpack(value)
+        return on_hand, floor
+    raise CorruptRecord(
+        f"bucket record of {len(value)} bytes, version {value[:1]!r}: expected "
+        f"{BUCKET.size} bytes of version {BUCKET_FORMAT_VERSION}"
+    )
+
+
+_packers = threading.local()  # a Packer is not thread-safe; making one per record is slow
 
 
 def pack(fields: list[Any]) -> bytes:
     """A msgpack record: [FORMAT_VERSION, *fields]."""
-    return msgpack.packb([FORMAT_VERSION, *fields], use_bin_type=True)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack([FORMAT_VERSION, *fields])
 
 
 def unpack(value: bytes, what: str) -> list[Any]:

@@ -4,7 +4,6 @@ Methods of Engine, kept here by concept; the decision itself is the core's."""
 from __future__ import annotations
 
 import heapq
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +16,14 @@ from .limits import check_count, check_id, check_int, check_qty
 from .outcomes import Outcome
 from .results import Allocation, LineResult, Reservation, Result
 
-# Which reason a refusal names when several lines are short: the most fundamental.
-_RANK = {Outcome.UNKNOWN_SKU: 0, Outcome.CUSTOMER_LIMIT: 1, Outcome.INSUFFICIENT_STOCK: 2}
+_OUTCOMES = tuple(Outcome(i) for i in range(max(Outcome) + 1))  # the core gives codes
+# The limits _core.check_plain_reserve() applies, in its order.
+_PLAIN_LIMITS = (
+    limits.RESERVATION_ID_BYTES_MAX, limits.CHANNEL_BYTES_MAX, limits.SKU_BYTES_MAX,
+    limits.CUSTOMER_BYTES_MAX, limits.CAMPAIGN_BYTES_MAX, limits.LOCATION_BYTES_MAX,
+    limits.QTY_MAX, limits.LINES_PER_RESERVATION_MAX, limits.TTL_MS_MIN, limits.TTL_MS_MAX,
+    limits.SOURCES_PER_CHANNEL_MAX,
+)
 
 
 def _check_prefer(prefer: object) -> tuple[str, ...]:
@@ -180,7 +185,8 @@ class Reservations:
             try:
                 if not isinstance(req, ReserveRequest):
                     raise InvalidArgument("", "must be a ReserveRequest")
-                checked.append(self._check_request(req))
+                c = _core.check_plain_reserve(req, _PLAIN_LIMITS)
+                checked.append(c if c is not None else self._check_request(req))
             except InvalidArgument as exc:
                 if not single or not exc.field:
                     field = f"requests[{i}]" + (f".{exc.field}" if exc.field else "")
@@ -273,22 +279,34 @@ class Reservations:
         out: list[Any] = [None] * len(checked)
         todo: list[tuple[int, list, tuple]] = []  # (request index, per-line sources, key)
         seen: set[str] = set()
+        res, find = self._res, self._index.find
+        codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}  # this call's sources
         for i, (rid, key, _, prefer) in enumerate(checked):
             if rid in seen:
                 self._record_holds(todo, checked, out, now)
                 todo, seen = [], set()
             seen.add(rid)
-            r = self._res.get(rid)
+            r = res.get(rid)
             if r is not None:
                 out[i] = self._replay(r, key)
                 continue
-            refusal = self._campaign_refusal(key, now)
-            if refusal is not None:
-                out[i] = (self._refused(key, refusal), None)
-                continue
-            per_line = [self._sources(key, prefer, sku) for sku, _ in key[4]]
-            unknown = [isinstance(s, Outcome) for s in per_line]
-            if any(unknown) and not key[3]:
+            if key[2] is not None:  # a campaign
+                refusal = self._campaign_refusal(key, now)
+                if refusal is not None:
+                    out[i] = (self._refused(key, refusal), None)
+                    continue
+                per_line = [self._sources(key, prefer, sku) for sku, _ in key[4]]
+            else:
+                place = (key[0], prefer)
+                places = codes.get(place)
+                if places is None:
+                    places = codes[place] = self._place_codes(key[0], prefer)
+                per_line = []
+                for sku, _ in key[4]:
+                    found = find(sku, places)
+                    per_line.append(Outcome.UNKNOWN_SKU if found is None else found)
+            if not key[3] and Outcome.UNKNOWN_SKU in per_line:
+                unknown = [isinstance(s, Outcome) for s in per_line]
                 out[i] = (self._refused(key, Outcome.UNKNOWN_SKU, unknown), None)
                 continue
             todo.append((i, per_line, key))
@@ -301,21 +319,37 @@ class Reservations:
         if not todo:
             return
         decided = self._hold([(per_line, key) for _, per_line, key in todo])
-        for (i, _, key), (outcome, lines_out, line_results) in zip(todo, decided):
+        # The one loop every granted reservation passes through: what _put_res() and
+        # _emit() do, inlined, and results built with tuple.__new__ (a NamedTuple's own
+        # __new__ parses its arguments first, which costs twice as much).
+        res, expiry, batch = self._res, self._expiry, self._batch
+        puts = batch.puts.setdefault("reservations", {})
+        events = batch.events
+        seq = self._seq
+        new = tuple.__new__
+        held_state = State.HELD
+        for (i, _, key), (code, lines_out, line_results, held) in zip(todo, decided):
+            outcome = _OUTCOMES[code]
             if lines_out is None:
-                out[i] = (Result(outcome, None, False, line_results), None)
+                out[i] = (new(Result, (outcome, None, False, line_results)), None)
                 continue
             rid, _, ttl, _ = checked[i]
-            r = _Res(rid, key[0], key[1], key[2], key[3], now, now + ttl, lines_out, key,
+            channel, customer, campaign = key[0], key[1], key[2]
+            expires = now + ttl
+            r = _Res(rid, channel, customer, campaign, key[3], now, expires, lines_out, key,
                      outcome)
-            self._res[rid] = r
-            heapq.heappush(self._expiry, (r.expires_ms, rid))
-            self._put_res(r)
-            self._emit(now, "reserved", id=rid, channel=key[0], customer=key[1],
-                       campaign=key[2], held=[[b, u] for b, u in self._pairs(lines_out)],
-                       expires_ms=r.expires_ms)
-            out[i] = (Result(outcome, self._public(r, line_results), False, line_results),
-                      None)
+            res[rid] = r
+            heapq.heappush(expiry, (expires, rid))
+            puts[rid.encode()] = r.encode()
+            r.ticket = batch
+            seq += 1
+            events.append({"id": rid, "channel": channel, "customer": customer,
+                           "campaign": campaign, "held": held, "expires_ms": expires,
+                           "seq": seq, "kind": "reserved", "t": now})
+            pub = new(Reservation, (rid, channel, held_state, line_results, customer, campaign,
+                                    now, expires, None, ()))
+            out[i] = (new(Result, (outcome, pub, False, line_results)), None)
+        self._seq = seq
 
     def _refused(self, key: tuple, outcome: Outcome, unknown: list[bool] | None = None) -> Result:
         lines = tuple(
@@ -330,84 +364,29 @@ class Reservations:
         pub = self._public(r)
         return Result(r.outcome, pub, True, pub.lines), r.ticket
 
-    def _hold(self, ops: list[tuple[list, tuple]]) -> list[tuple[Outcome, Any, tuple]]:
+    def _hold(self, ops: list[tuple[list, tuple]]) -> list[tuple[int, Any, tuple, list]]:
         """Take stock for many operations in one core call.
 
-        Each op is (per-line sources, request key). Returns per op (outcome, lines to
-        store or None when refused, line results). Granted units are taken from the
-        counters and the buckets marked for the next write; nothing else is staged.
+        Each op is (per-line sources, request key). Returns per op (outcome code, lines
+        to store or None when refused, line results, [bucket, units] taken). Granted units
+        are taken from the counters; nothing is staged (held is not stored per bucket).
         """
-        op_end, flags, qty, lim, src_end, srcs = (array("q") for _ in range(6))
+        core_ops = []
         for per_line, key in ops:
             channel, customer, campaign, partial, lines = key
             presale = self._channels[channel][1] and campaign is None
-            flags.append((_core.FLAG_PARTIAL if partial else 0) |
-                         (_core.FLAG_PRESALE if presale else 0))
-            c = self._campaigns.get(campaign) if campaign is not None else None
-            for (sku, q), sources in zip(lines, per_line):
-                qty.append(q)
-                known = not isinstance(sources, Outcome)
-                if c is not None and c.customer_limit and known:
-                    lim.append(self._limit_counter(campaign, customer, sku))
-                else:
-                    lim.append(-1)
-                if known:
-                    srcs.extend(sources)
-                src_end.append(len(srcs))
-            op_end.append(len(qty))
-        touched = self._touched
-        for b in srcs:
-            if b not in touched:
-                touched[b] = self._counters.available(b)
-        taken = array("q", bytes(8 * len(srcs)))
-        granted = array("q", bytes(8 * len(qty)))
-        status = array("q", bytes(8 * len(qty)))
-        self._counters.decide(self._limits, op_end, flags, qty, lim, src_end, srcs,
-                              taken, granted, status)
-        dirty = self._batch.dirty
-        # Lists of Python ints are faster to walk than arrays (no boxing per read).
-        taken, granted, status = taken.tolist(), granted.tolist(), status.tolist()
-        src_end, srcs = src_end.tolist(), srcs.tolist()
-        out = []
-        j = k = 0
-        for per_line, key in ops:
-            lines_out, line_results = [], []
-            total = 0
-            worst = None  # the most fundamental reason a line is short
-            for (sku, q), sources in zip(key[4], per_line):
-                k0, k = k, src_end[j]
-                g = granted[j]
-                total += g
-                alloc: list[int] = []
-                for kk in range(k0, k):
-                    if taken[kk]:
-                        alloc += (srcs[kk], taken[kk])
-                        dirty.add(srcs[kk])
-                # From the core's status, not from `granted`: after an all-or-nothing
-                # rollback every line has 0, but only the short one is to blame.
-                if isinstance(sources, Outcome):
-                    lo = sources
-                elif status[j] == _core.LINE_SHORT_LIMIT:
-                    lo = Outcome.CUSTOMER_LIMIT
-                elif status[j] == _core.LINE_SHORT_STOCK:
-                    lo = Outcome.INSUFFICIENT_STOCK
-                else:
-                    lo = Outcome.OK
-                if lo != Outcome.OK and (worst is None or _RANK[lo] < _RANK[worst]):
-                    worst = lo
-                # Tuples of atomics: the cyclic GC stops tracking them.
-                lines_out.append((sku, q, g, tuple(alloc), int(lo)))
-                line_results.append(LineResult(sku, q, g, lo, self._allocs(alloc)))
-                j += 1
-            if total == 0 or (worst is not None and not key[3]):
-                # Refused: the core took nothing (all-or-nothing) or nothing was there.
-                assert total == 0 or not key[3] or worst is None
-                out.append((worst or Outcome.INSUFFICIENT_STOCK, None, tuple(
-                    LineResult(x.sku, x.qty, 0, x.outcome) for x in line_results)))
-                continue
-            out.append((Outcome.OK if worst is None else Outcome.PARTIAL, lines_out,
-                        tuple(line_results)))
-        return out
+            flags = ((_core.FLAG_PARTIAL if partial else 0)
+                     | (_core.FLAG_PRESALE if presale else 0))
+            lims = None
+            if campaign is not None:
+                c = self._campaigns.get(campaign)
+                if c is not None and c.customer_limit:
+                    lims = [self._limit_counter(campaign, customer, sku)
+                            if not isinstance(src, Outcome) else -1
+                            for (sku, _), src in zip(lines, per_line)]
+            core_ops.append((per_line, lines, flags, lims))
+        return _core.hold(self._counters, self._limits, self._index, core_ops, self._touched,
+                          LineResult, Allocation, _OUTCOMES)
 
     def _put_res(self, r: _Res) -> None:
         self._batch.put("reservations", r.rid.encode(), r.encode())
@@ -621,7 +600,8 @@ class Reservations:
             # The old hold counts as free for the new lines; if they cannot be held, the
             # old hold is taken again exactly (nobody else decides while we hold the lock).
             self._credit_lines(r, old_lines, +1)
-            (outcome, lines_out, line_results), = self._hold([(per_line, key)])
+            (code, lines_out, line_results, held), = self._hold([(per_line, key)])
+            outcome = _OUTCOMES[code]
             if lines_out is None:
                 self._credit_lines(r, old_lines, -1)
                 self._touched.clear()
@@ -630,8 +610,7 @@ class Reservations:
             r.lines, r.amend_outcome = lines_out, outcome
             self._put_res(r)
             self._emit(now, "amended", id=r.rid, channel=r.channel,
-                       held=[[b, -u] for b, u in self._pairs(old_lines)]
-                       + [[b, u] for b, u in self._pairs(lines_out)])
+                       held=[[b, -u] for b, u in self._pairs(old_lines)] + held)
             self._alerts(now)
             ticket = self._staged()
             return Result(outcome, self._public(r), False, line_results), ticket

@@ -40,6 +40,7 @@ from .admission import Admission
 from .auth import Authenticator
 from .config import Config, ConfigError, is_loopback, load, split_listen
 from .inventory import InventoryService
+from .metrics import Metrics
 from .reservations import ReservationsService
 from .status import is_store_failure
 from .watch import WatchHub, WatchService
@@ -76,6 +77,7 @@ class Server:
         self._store_failed = False
         self._stopped = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.metrics: Metrics | None = None
 
     @property
     def address(self) -> str:
@@ -140,6 +142,8 @@ class Server:
         except BaseException:
             if self._grpc is not None:
                 await self._grpc.stop(None)
+            if self.metrics is not None:
+                self.metrics.close()
             self.engine.close()
             raise
 
@@ -147,7 +151,12 @@ class Server:
         c = self.config
         self._admission = admission = Admission(c.inflight_ops_max)
         auth = Authenticator(c.tokens)
-        self._grpc = server = grpc.aio.server(options=self._options())
+        interceptors = []
+        if c.metrics_port:
+            self.metrics = Metrics(self._state)
+            interceptors.append(self.metrics.interceptor)
+        self._grpc = server = grpc.aio.server(options=self._options(),
+                                              interceptors=interceptors)
         self.reservations = ReservationsService(
             engine, auth, admission, session_inflight_ops_max=c.session_inflight_ops_max,
             on_failure=self._failed)
@@ -173,7 +182,15 @@ class Server:
         self.hub.attach(asyncio.get_running_loop())
         engine.listen(self._durable)
         await server.start()
+        if self.metrics is not None:
+            self.metrics.serve(self.config.host, c.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    def _state(self) -> dict[str, int]:
+        """The counters the metrics endpoint reads when scraped (from its own thread)."""
+        return {"ops": self._admission.ops, "shed": self._admission.shed_total,
+                "watchers": len(self.hub.subscribers), "last_seq": self.engine.last_seq,
+                "session_messages": self.reservations.session_messages}
 
     async def _set_health(self, status: int) -> None:
         if self._health is None or self._stopped:
@@ -213,6 +230,8 @@ class Server:
         self.reservations.shutdown()
         self.hub.shutdown()
         await self._grpc.stop(grace)
+        if self.metrics is not None:
+            self.metrics.close()
         self.engine.unlisten(self._durable)
         self.hub.detach()
         await asyncio.to_thread(self.engine.close)

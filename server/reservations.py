@@ -58,6 +58,40 @@ def check_op(kind: str, m: Any) -> None:
             check_qty(f"lines[{i}].qty", ln.qty)
 
 
+class Turns:
+    """Group commit for unary calls. While one group of calls is on its way to disk, the
+    calls that arrive wait, and go together, in one step of the loop, when it is done:
+    engine.aio.reserve() then decides them in one pass and the writer makes them
+    durable in one transaction. With nothing in flight a call goes at once, so an idle
+    server adds no latency; under load the groups grow with the fsync time instead of
+    each call paying for its own decision pass and a share of a tiny transaction."""
+
+    def __init__(self) -> None:
+        self.running = 0  # calls of the current group not answered yet
+        self._open = False  # the current group still takes calls (this loop step)
+        self._next: asyncio.Future[None] | None = None
+
+    async def enter(self) -> None:
+        if self.running and not self._open:
+            if self._next is None:
+                self._next = asyncio.get_running_loop().create_future()
+            # Shared by every waiter: one waiter's cancel must not cancel the others.
+            await asyncio.shield(self._next)
+        self.running += 1
+        if not self._open:
+            self._open = True
+            asyncio.get_running_loop().call_soon(self._close)
+
+    def _close(self) -> None:
+        self._open = False
+
+    def leave(self) -> None:
+        self.running -= 1
+        if not self.running and self._next is not None:
+            nxt, self._next = self._next, None
+            nxt.set_result(None)
+
+
 class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
     """The hot path. `on_failure` hears of store failures (health goes NOT_SERVING)."""
 
@@ -71,6 +105,8 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         self._session_ops_max = session_inflight_ops_max
         self._on_failure = on_failure
         self._sessions: set[_Session] = set()
+        self._turns = Turns()
+        self.session_messages = 0  # Session request messages read, since start
 
     # ------------------------------------------------------------------ helpers
 
@@ -78,8 +114,8 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         """True when a channel token names a reservation of a channel not its own."""
         if caller.channels is None:
             return False
-        r = self._engine.reservation(reservation_id)
-        return r is not None and r.channel not in caller.channels
+        channel = self._engine.reservation_channel(reservation_id)
+        return channel is not None and channel not in caller.channels
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         self._on_failure(exc)
@@ -97,6 +133,28 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                 adm.leave(n)
                 raise
 
+    async def _turn(self, context: grpc.aio.ServicerContext) -> None:
+        """Admit one unary call and wait for its group's turn (see Turns); on return the
+        caller holds a turn and an admission, both given back by _done()."""
+        await self._start(context)
+        turns = self._turns
+        try:
+            await turns.enter()
+        except BaseException:
+            self._admission.leave()
+            raise
+        try:
+            if self._admission.paused:
+                await self._admission.resumed()
+            self._admission.check_deadline(context)
+        except BaseException:
+            self._done()
+            raise
+
+    def _done(self) -> None:
+        self._turns.leave()
+        self._admission.leave()
+
     # ------------------------------------------------------------------ unary
 
     async def Reserve(self, request, context):
@@ -104,16 +162,17 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             caller = self._auth.caller(context)
             if not caller.may_use(request.channel):
                 raise denied_channel(caller, request.channel)
-            await self._start(context)
+            await self._turn(context)
             try:
                 r = await self._aio.reserve(
                     request.reservation_id, request.channel,
                     [(ln.sku, ln.qty) for ln in request.lines],
                     customer=request.customer or None, campaign=request.campaign or None,
                     ttl_ms=request.ttl_ms or wire.TTL_MS_DEFAULT, partial=request.partial,
-                    prefer_locations=tuple(request.prefer_locations))
+                    prefer_locations=tuple(request.prefer_locations)
+                    if request.prefer_locations else ())
             finally:
-                self._admission.leave()
+                self._done()
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._fail(context, exc)
         return wire.result(r)
@@ -121,7 +180,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
     async def _one(self, context, kind: str, request) -> types_pb2.Result:
         try:
             caller = self._auth.caller(context)
-            await self._start(context)
+            await self._turn(context)
             try:
                 # The ownership check and the decision run in one step of the loop.
                 if self.foreign(caller, request.reservation_id):
@@ -136,7 +195,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                 else:
                     r = await self._aio.amend(request.reservation_id, wire.lines(request.lines))
             finally:
-                self._admission.leave()
+                self._done()
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._fail(context, exc)
         return wire.result(r)
@@ -307,6 +366,7 @@ class _Session:
     async def read(self, request_iterator: AsyncIterator) -> None:
         try:
             async for req in request_iterator:
+                self.svc.session_messages += 1
                 self.take(req)
                 while len(self.waiting) >= self.bound and not self.stopping:
                     self.room.clear()

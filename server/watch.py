@@ -148,7 +148,7 @@ class WatchHub:
 
     def skus_of(self, channel: str) -> set[str]:
         """Every SKU with a bucket in one of the channel's sources."""
-        n = self.engine.memory_bytes()["buckets"]
+        n = self.engine.bucket_count
         if n:
             self.key(n - 1)
         sources = self.sources(channel)
@@ -348,9 +348,11 @@ class WatchService(watch_pb2_grpc.WatchServicer):
                 sub.sent_seq = sub.next_seq - 1
                 if skus is not None:
                     sub.dirty.update(skus)
-                    sub.wake.set()
             else:
                 await self._replay(sub, request.from_seq)
+            # The first update goes at once, even empty: its seq is where the stream
+            # stands, so a subscriber that loses the stream right after can resume exactly.
+            await context.write(sub.update())
             while True:
                 await sub.wake.wait()
                 if sub.error is None:

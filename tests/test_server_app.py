@@ -101,7 +101,7 @@ def test_graceful_stop_answers_and_commits_calls_in_flight(server_config, start_
             calls = [asyncio.ensure_future(s.reservations.Reserve(
                 reserve(f"o-{i}", "tmall", ("SKU-1", 1)), metadata=ADMIN, timeout=30))
                 for i in range(20)]
-            while not all(eng.reservation(f"o-{i}") for i in range(20)):
+            while st.server._admission.ops < 20:  # all admitted, some waiting their turn
                 await asyncio.sleep(0.005)
             loop = asyncio.get_running_loop()
             stopping = loop.run_in_executor(None, st.stop)
@@ -139,7 +139,7 @@ def test_shedding_past_the_in_flight_bound(server_config, start_server):
             busy = [asyncio.ensure_future(s.reservations.Reserve(
                 reserve(f"o-{i}", "tmall", ("SKU-1", 1)), metadata=ADMIN, timeout=30))
                 for i in range(2)]
-            while not all(eng.reservation(f"o-{i}") for i in range(2)):
+            while st.server._admission.ops < 2:  # both admitted (one waits for its turn)
                 await asyncio.sleep(0.005)
             with pytest.raises(grpc.aio.AioRpcError) as shed:
                 await s.reservations.Reserve(reserve("o-3", "tmall", ("SKU-1", 1)),
@@ -227,3 +227,105 @@ def test_admission_drops_a_call_whose_deadline_passed_before_it_started():
     with pytest.raises(CallError) as e:
         adm.admit(Late())
     assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and adm.ops == 0
+
+
+def test_metrics_endpoint(server_config, start_server):
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    st = start_server(dataclasses.replace(server_config, metrics_port=port))
+    eng = seed_book(st.engine)
+    eng.receive("SKU-1", "WH-EAST", 1, pool="online")
+
+    async def main():
+        async with connect(st.address) as s:
+            for rid in ("a", "b"):
+                await s.reservations.Reserve(reserve(rid, "tmall", ("SKU-1", 1)),
+                                             metadata=ADMIN, timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await s.reservations.Reserve(reserve("c", "tmall", ("SKU-1", 0)),
+                                             metadata=ADMIN, timeout=10)
+
+    run(main())
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'stockgate_grpc_server_handled_total{grpc_code="OK",grpc_method="Reserve"} 2.0' in text
+    assert ('stockgate_grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",'
+            'grpc_method="Reserve"} 1.0') in text
+    assert 'stockgate_reservation_outcomes_total{outcome="OK"} 1.0' in text
+    assert 'stockgate_reservation_outcomes_total{outcome="INSUFFICIENT_STOCK"} 1.0' in text
+    assert "stockgate_operations_in_flight 0.0" in text
+    assert "stockgate_journal_last_seq" in text
+
+
+def test_a_full_store_is_unavailable_and_not_serving_until_a_write_succeeds(server):
+    from stockgate.engine import StoreFullError
+
+    eng = server.engine
+    eng.receive("SKU-1", "WH-EAST", 10, pool="online")
+    store_write = eng._store.write
+    failing = {"on": True}
+
+    def full_disk(*args, **kwargs):
+        if failing["on"]:
+            raise StoreFullError("no space left on device (test)")
+        return store_write(*args, **kwargs)
+
+    async def status(s):
+        return (await s.health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status
+
+    async def main():
+        async with connect(server.address) as s:
+            eng._store.write = full_disk
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await s.reservations.Reserve(reserve("o-1", "tmall", ("SKU-1", 1)),
+                                             metadata=ADMIN, timeout=10)
+            session = s.reservations.Session(metadata=ADMIN, timeout=10)
+            await session.write(R.SessionRequest(ops=[
+                R.Operation(id=1, reserve=reserve("o-2", "tmall", ("SKU-1", 1)))]))
+            op_failed = (await session.read()).results[0]
+            await session.done_writing()
+            while await status(s) != NOT_SERVING:
+                await asyncio.sleep(0.01)
+            failing["on"] = False
+            ok = await s.reservations.Reserve(reserve("o-3", "tmall", ("SKU-1", 1)),
+                                              metadata=ADMIN, timeout=10)
+            while await status(s) != SERVING:
+                await asyncio.sleep(0.01)
+            return failed.value, op_failed, ok
+
+    failed, op_failed, ok = run(main())
+    assert failed.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no space left" in failed.details() and "retry with the same ids" in failed.details()
+    assert op_failed.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert ok.outcome == T.OUTCOME_OK
+    assert eng.reservation("o-1") is None and eng.reservation("o-2") is None
+    assert eng.check().ok
+
+
+def test_a_session_is_answered_then_ended_unavailable_on_shutdown(server_config, start_server):
+    st = start_server(server_config)
+    eng = seed_book(st.engine)
+    eng.receive("SKU-1", "WH-EAST", 10, pool="online")
+
+    async def main():
+        async with connect(st.address) as s:
+            session = s.reservations.Session(metadata=ADMIN, timeout=20)
+            await session.write(R.SessionRequest(ops=[
+                R.Operation(id=1, reserve=reserve("o-1", "tmall", ("SKU-1", 1)))]))
+            first = await session.read()
+            stopping = asyncio.get_running_loop().run_in_executor(None, st.stop)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    msg = await session.read()
+                    assert msg is not grpc.aio.EOF
+            await stopping
+            return first, ended.value
+
+    first, ended = run(main())
+    assert first.results[0].result.outcome == T.OUTCOME_OK
+    assert ended.code() == grpc.StatusCode.UNAVAILABLE
+    assert "with the same ids" in ended.details()
+    assert start_server(server_config).engine.reservation("o-1") is not None

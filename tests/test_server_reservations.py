@@ -3,6 +3,8 @@ real server and engine."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from server_calls import ADMIN, R, T, connect, details, reserve, run
@@ -210,6 +212,7 @@ def test_session_many_ops_per_message_few_responses(server):
     outcomes = [answers[1000 + i].result.outcome for i in range(2_000)]
     assert outcomes.count(OK) == 1_000 and outcomes.count(SHORT) == 1_000
     assert responses <= 3  # one per durable batch, never one per op
+    assert server.server.reservations.session_messages == 1
     assert answers[1000].result.reservation.reservation_id == "s-0"
 
 
@@ -286,3 +289,39 @@ def test_session_ops_past_their_timeout_are_dropped_unstarted(server, server_con
     assert answers[2].error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert answers[1].result.outcome == OK and answers[3].result.outcome == OK
     assert eng.reservation("b") is None and eng.reservation("c") is not None
+
+
+def test_turns_group_unary_calls_behind_the_one_in_flight():
+    from stockgate.server.reservations import Turns
+
+    async def main():
+        turns = Turns()
+        log = []
+
+        async def call(name, hold):
+            await turns.enter()
+            log.append(("in", name))
+            await hold.wait()
+            turns.leave()
+
+        first_done, later_done = asyncio.Event(), asyncio.Event()
+        a = asyncio.ensure_future(call("a", first_done))
+        b = asyncio.ensure_future(call("b", first_done))  # same loop step: same group
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        c = asyncio.ensure_future(call("c", later_done))  # a later step: waits its turn
+        d = asyncio.ensure_future(call("d", later_done))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert log == [("in", "a"), ("in", "b")]
+        first_done.set()
+        await asyncio.gather(a, b)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert log[2:] == [("in", "c"), ("in", "d")]  # released together
+        later_done.set()
+        await asyncio.gather(c, d)
+        assert turns.running == 0
+        await asyncio.wait_for(call("e", later_done), 1)  # idle: goes at once
+
+    run(main())

@@ -58,10 +58,30 @@ def test_unknown_format_version_is_refused(open_engine, tmp_path):
     db = env.open_db(b"buckets")
     with env.begin(write=True) as txn:
         key, value = next(iter(txn.cursor(db)))
-        txn.put(key, bytes([records.FORMAT_VERSION + 1]) + value[1:], db=db)
+        txn.put(key, bytes([records.BUCKET_FORMAT_VERSION + 1]) + value[1:], db=db)
     env.close()
     with pytest.raises(CorruptRecord, match="version"):
         Engine(tmp_path / "db")
+
+
+def test_bucket_records_of_version_1_are_read_and_their_held_ignored(open_engine, tmp_path):
+    # Version 1 stored held beside on_hand; held now comes from the live reservations.
+    import struct
+
+    engine = open_engine()
+    _stock(engine)
+    assert engine.reserve("v1", "web", [("SKU-0", 3)]).ok
+    engine.close()
+    env = lmdb.open(str(tmp_path / "db"), max_dbs=16)
+    db = env.open_db(b"buckets")
+    with env.begin(write=True) as txn:
+        for key, value in list(txn.cursor(db)):
+            _, on_hand, floor = struct.unpack("<Bqq", value)
+            txn.put(key, struct.pack("<Bqqq", 1, on_hand, 999, floor), db=db)
+    env.close()
+    reopened = open_engine()
+    assert sum(b.held for b in reopened.stock("SKU-0")) == 3
+    assert reopened.check().ok
 
 
 def test_recovery_expires_holds_whose_ttl_passed_while_down(open_engine, clock):

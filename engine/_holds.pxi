@@ -1,0 +1,249 @@
+# Included by _core.pyx: the reservation path's walk from checked requests to taken stock
+# and back to per-line results, in C loops. It was the engine's costliest Python (a third
+# of the time of a reservation): building the core's flat arrays line by line, then
+# reading them back into allocations, results and journal pairs.
+
+from cpython.mem cimport PyMem_Calloc
+
+cdef object _tuple_new = tuple.__new__
+
+# Outcome codes used here (engine/outcomes.py holds the enum; a test checks they agree).
+DEF OUT_OK = 0
+DEF OUT_PARTIAL = 1
+DEF OUT_INSUFFICIENT = 2
+DEF OUT_LIMIT = 3
+DEF OUT_UNKNOWN = 7
+
+
+cdef inline int _rank(int code) noexcept:
+    # Which refusal a request names when several lines are short: the most fundamental.
+    if code == OUT_UNKNOWN:
+        return 0
+    if code == OUT_LIMIT:
+        return 1
+    return 2
+
+
+def hold(Counters counters, Counters limits, BucketIndex index, list ops, dict touched,
+         object line_result, object allocation, tuple outcomes) -> list:
+    """Take stock for many reservations in one pass of the core.
+
+    Each op is (per_line, lines, flags, lims): per_line[j] is the list of bucket ids line
+    j may draw from, in order, or an int outcome refusing the line (unknown SKU); lines
+    the request's ((sku, qty), ...); flags FLAG_PARTIAL | FLAG_PRESALE; lims the per-line
+    customer-allowance counters in `limits`, or None. `touched` gets the available of
+    every source before the call (for alerts).
+    `line_result` and `allocation` are the result types to build; outcomes[code] is
+    the Outcome of a code.
+
+    Returns per op (code, lines_out, line_results, held): code OK, PARTIAL or the
+    refusal; lines_out the lines to store, (sku, qty, granted, (bucket, units, ...),
+    line code), or None when refused; held the [bucket, units] taken, for the journal.
+    """
+    cdef Py_ssize_t n_ops = len(ops), n_lines = 0, n_srcs = 0
+    cdef Py_ssize_t i, j, jj, k, k0, n
+    cdef tuple op, lines
+    cdef object per_line, s, lims
+    cdef int64_t b
+    for op in ops:
+        per_line = op[0]
+        n_lines += len(per_line)
+        for s in per_line:
+            if type(s) is list:
+                n_srcs += len(<list>s)
+    if n_ops == 0:
+        return []
+    cdef int64_t *buf = <int64_t *>PyMem_Calloc(2 * n_ops + 5 * n_lines + 2 * n_srcs + 1,
+                                                sizeof(int64_t))
+    if buf == NULL:
+        raise MemoryError()
+    cdef int64_t *op_end = buf
+    cdef int64_t *flags = op_end + n_ops
+    cdef int64_t *qty = flags + n_ops
+    cdef int64_t *lim = qty + n_lines
+    cdef int64_t *src_end = lim + n_lines
+    cdef int64_t *granted = src_end + n_lines
+    cdef int64_t *status = granted + n_lines
+    cdef int64_t *srcs = status + n_lines
+    cdef int64_t *taken = srcs + n_srcs
+    try:
+        j = k = 0
+        for i in range(n_ops):
+            op = ops[i]
+            per_line, lines, lims = op[0], op[1], op[3]
+            flags[i] = op[2]
+            if len(lines) != len(per_line):
+                raise ValueError("per_line must have one entry per line")
+            for jj in range(len(lines)):
+                qty[j] = (<tuple>lines[jj])[1]
+                if qty[j] <= 0:
+                    raise ValueError(f"line quantity must be > 0, got {qty[j]}")
+                s = per_line[jj]
+                lim[j] = -1
+                if type(s) is list:
+                    if lims is not None:
+                        lim[j] = lims[jj]
+                        if lim[j] < -1 or lim[j] >= limits.size:
+                            raise IndexError(f"limit counter {lim[j]} out of range")
+                    for b in <list>s:
+                        if b < 0 or b >= counters.size:
+                            raise IndexError(f"source counter {b} out of range")
+                        srcs[k] = b
+                        k += 1
+                        if b not in touched:
+                            touched[b] = sg_load(&counters.avail[b])
+                src_end[j] = k
+                j += 1
+            op_end[i] = j
+        sg_add(&counters.busy, 1)
+        if limits is not counters:
+            sg_add(&limits.busy, 1)
+        try:
+            if n_lines >= NOGIL_LINES_MIN:
+                with nogil:
+                    _decide(counters, limits, n_ops, op_end, flags, qty, lim, src_end, srcs,
+                            taken, granted, status)
+            else:
+                _decide(counters, limits, n_ops, op_end, flags, qty, lim, src_end, srcs,
+                        taken, granted, status)
+        finally:
+            sg_add(&counters.busy, -1)
+            if limits is not counters:
+                sg_add(&limits.busy, -1)
+        return _results(index, ops, line_result, allocation, outcomes,
+                        granted, status, src_end, srcs, taken)
+    finally:
+        PyMem_Free(buf)
+
+
+cdef list _results(BucketIndex index, list ops, object line_result,
+                   object allocation, tuple outcomes, const int64_t *granted,
+                   const int64_t *status, const int64_t *src_end, const int64_t *srcs,
+                   const int64_t *taken):
+    cdef list out = [], lines_out, line_results, held, alloc, allocs, refused
+    cdef Py_ssize_t j = 0, k = 0, k0, jj, n
+    cdef int64_t g, total, units, b
+    cdef int code, worst
+    cdef uint64_t key
+    cdef tuple op, lines, line
+    cdef object per_line, s, sku
+    cdef bint partial
+    cdef list names = index.names
+    for op in ops:
+        per_line, lines = op[0], op[1]
+        partial = (op[2] & FLAG_PARTIAL) != 0
+        lines_out, line_results, held = [], [], []
+        total = 0
+        worst = -1
+        for jj in range(len(lines)):
+            line = lines[jj]
+            sku = line[0]
+            k0, k = k, src_end[j]
+            g = granted[j]
+            total += g
+            alloc, allocs = [], []
+            for n in range(k0, k):
+                units = taken[n]
+                if units:
+                    b = srcs[n]
+                    alloc.append(b)
+                    alloc.append(units)
+                    held.append([b, units])
+                    key = index.b_key[b]
+                    allocs.append(_tuple_new(allocation, (names[(key >> 16) & 0xFFFF],
+                                                          names[key & 0xFFFF], units)))
+            # From the core's status, not from `granted`: after an all-or-nothing
+            # rollback every line has 0, but only the short one is to blame.
+            s = per_line[jj]
+            if type(s) is not list:
+                code = s
+            elif status[j] == 2:
+                code = OUT_LIMIT
+            elif status[j] == 1:
+                code = OUT_INSUFFICIENT
+            else:
+                code = OUT_OK
+            if code != OUT_OK and (worst < 0 or _rank(code) < _rank(worst)):
+                worst = code
+            # Tuples of atomics: the cyclic GC stops tracking them.
+            lines_out.append((sku, line[1], g, tuple(alloc), code))
+            line_results.append(_tuple_new(line_result, (sku, line[1], g, outcomes[code],
+                                                         tuple(allocs))))
+            j += 1
+        if total == 0 or (worst >= 0 and not partial):
+            # Refused: the core took nothing (all-or-nothing) or nothing was there.
+            assert total == 0 or not partial or worst < 0
+            refused = [_tuple_new(line_result, (x[0], x[1], 0, x[3], ())) for x in line_results]
+            out.append((worst if worst >= 0 else OUT_INSUFFICIENT, None, tuple(refused), held))
+            continue
+        out.append((OUT_OK if worst < 0 else OUT_PARTIAL, lines_out, tuple(line_results), held))
+    return out
+
+
+cdef inline bint _plain_id(object v, Py_ssize_t max_bytes):
+    # A non-empty ASCII string of printable characters within max_bytes: the shape of
+    # nearly every id. Anything else takes the full check, which explains what is wrong.
+    if type(v) is not str:
+        return False
+    cdef str s = <str>v
+    cdef Py_ssize_t n = len(s), i
+    if n == 0 or n > max_bytes or not s.isascii():
+        return False
+    cdef Py_UCS4 ch
+    for ch in s:
+        if ch < 0x20 or ch == 0x7f:
+            return False
+    return True
+
+
+def check_plain_reserve(object req, tuple lim):
+    """The common, valid reserve request checked in C: (rid, key, ttl_ms, prefer), or
+    None when anything is unusual (the engine then runs its full check, which names the
+    field at fault). `lim` is (id bytes max per field..., qty max, lines max, ttl min,
+    ttl max, sources max): see reservations._PLAIN_LIMITS."""
+    cdef Py_ssize_t rid_max = lim[0], channel_max = lim[1], sku_max = lim[2]
+    cdef Py_ssize_t customer_max = lim[3], campaign_max = lim[4], location_max = lim[5]
+    cdef int64_t qty_max = lim[6], lines_max = lim[7], ttl_min = lim[8], ttl_max = lim[9]
+    cdef Py_ssize_t sources_max = lim[10]
+    rid = req.reservation_id
+    channel = req.channel
+    if not _plain_id(rid, rid_max) or not _plain_id(channel, channel_max):
+        return None
+    lines = req.lines
+    if type(lines) is not list and type(lines) is not tuple:
+        return None
+    cdef Py_ssize_t n = len(lines)
+    if n < 1 or n > lines_max:
+        return None
+    out = []
+    cdef object q
+    for line in lines:
+        if (type(line) is not tuple and type(line) is not list) or len(line) != 2:
+            return None
+        q = line[1]
+        if type(q) is not int or q < 1 or q > qty_max or not _plain_id(line[0], sku_max):
+            return None
+        out.append((line[0], q))
+    customer = req.customer
+    if customer is not None and not _plain_id(customer, customer_max):
+        return None
+    campaign = req.campaign
+    if campaign is not None and not _plain_id(campaign, campaign_max):
+        return None
+    ttl = req.ttl_ms
+    if type(ttl) is not int or ttl < ttl_min or ttl > ttl_max:
+        return None
+    partial = req.partial
+    if partial is not True and partial is not False:
+        return None
+    prefer = req.prefer_locations
+    if type(prefer) is not tuple:
+        if type(prefer) is not list:
+            return None
+        prefer = tuple(prefer)
+    if len(prefer) > sources_max:
+        return None
+    for loc in prefer:
+        if not _plain_id(loc, location_max):
+            return None
+    return rid, (channel, customer, campaign, partial, tuple(out)), ttl, prefer

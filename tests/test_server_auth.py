@@ -1,0 +1,157 @@
+"""Who may do what: bearer tokens bound to channels or to admin."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+import pytest
+from server_calls import (
+    ADMIN,
+    POS,
+    TMALL,
+    I,
+    R,
+    T,
+    W,
+    bearer,
+    connect,
+    details,
+    reserve,
+    run,
+    seed_book,
+)
+
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+def _code(server, fn) -> grpc.StatusCode | None:
+    async def main():
+        async with connect(server.address) as s:
+            try:
+                await fn(s)
+            except grpc.aio.AioRpcError as e:
+                return e
+            return None
+
+    err = run(main())
+    return None if err is None else err.code()
+
+
+@pytest.mark.parametrize("metadata, code", [
+    ((), UNAUTHENTICATED),
+    (bearer("not-a-token-of-this-server"), UNAUTHENTICATED),
+    ((("authorization", "Basic dXNlcjpwYXNz"),), UNAUTHENTICATED),
+    (TMALL, None),
+    (ADMIN, None),
+])
+def test_tokens(server, metadata, code):
+    server.engine.receive("SKU-1", "WH-EAST", 10, pool="online")
+    assert _code(server, lambda s: s.reservations.Reserve(
+        reserve("o-1", "tmall", ("SKU-1", 1)), metadata=metadata, timeout=10)) == code
+
+
+@pytest.mark.parametrize("call", [
+    lambda s, md: s.reservations.Reserve(reserve("o-1", "tmall", ("SKU-1", 1)), metadata=md,
+                                         timeout=10),
+    lambda s, md: s.reservations.ReserveBatch(R.ReserveBatchRequest(requests=[
+        reserve("o-2", "pos-12", ("SKU-1", 1)), reserve("o-3", "tmall", ("SKU-1", 1))]),
+        metadata=md, timeout=10),
+    lambda s, md: s.inventory.GetAvailability(I.GetAvailabilityRequest(
+        channel="tmall", skus=["SKU-1"]), metadata=md, timeout=10),
+    lambda s, md: s.watch.Subscribe(W.WatchRequest(channel="tmall"), metadata=md,
+                                    timeout=10).read(),
+], ids=["reserve", "reserve-batch", "availability", "watch"])
+def test_a_channel_token_acts_for_its_channels_only(server, call):
+    server.engine.receive("SKU-1", "WH-EAST", 10, pool="online")
+    assert _code(server, lambda s: call(s, POS)) == DENIED
+    assert server.engine.reservation("o-1") is None and server.engine.reservation("o-2") is None
+
+
+def test_batch_denial_names_the_request(server):
+    async def main():
+        async with connect(server.address) as s:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await s.reservations.ReserveBatch(R.ReserveBatchRequest(requests=[
+                    reserve("o-2", "tmall", ("SKU-1", 1)), reserve("o-3", "pos-12", ("SKU-1", 1))]),
+                    metadata=TMALL, timeout=10)
+            return e.value
+
+    err = run(main())
+    assert err.code() == DENIED
+    assert details(err)["bad_request"][0][0] == "requests[1].channel"
+
+
+@pytest.mark.parametrize("call", [
+    lambda s, md: s.inventory.AddLocation(I.AddLocationRequest(location="X"), metadata=md,
+                                          timeout=10),
+    lambda s, md: s.inventory.Receive(I.ReceiveRequest(sku="S", location="WH-EAST", qty=1),
+                                      metadata=md, timeout=10),
+    lambda s, md: s.inventory.Check(T.Empty(), metadata=md, timeout=10),
+    lambda s, md: s.inventory.GetStock(I.GetStockRequest(sku="S"), metadata=md, timeout=10),
+    lambda s, md: s.inventory.ReadJournal(I.ReadJournalRequest(), metadata=md, timeout=10),
+], ids=["add-location", "receive", "check", "stock", "journal"])
+def test_a_channel_token_cannot_call_admin_rpcs(server, call):
+    assert _code(server, lambda s: call(s, TMALL)) == DENIED
+    assert _code(server, lambda s: call(s, ())) == UNAUTHENTICATED
+    assert "X" not in server.engine.locations()
+
+
+def test_another_channels_reservation_is_not_found_to_a_channel_token(server):
+    eng = server.engine
+    eng.receive("SKU-1", "STORE-12", 10)
+    eng.reserve("p-1", "pos-12", [("SKU-1", 2)])
+
+    async def main():
+        async with connect(server.address) as s:
+            rs = s.reservations
+            unary = [await rs.Commit(R.CommitRequest(reservation_id="p-1"), metadata=TMALL,
+                                     timeout=10),
+                     await rs.Release(R.ReleaseRequest(reservation_id="p-1"), metadata=TMALL,
+                                      timeout=10),
+                     await rs.Extend(R.ExtendRequest(reservation_id="p-1", ttl_ms=5_000),
+                                     metadata=TMALL, timeout=10),
+                     await rs.Amend(R.AmendRequest(reservation_id="p-1", lines=[
+                         T.Line(sku="SKU-1", qty=1)]), metadata=TMALL, timeout=10)]
+            batch = await rs.ReleaseBatch(R.ReleaseBatchRequest(requests=[
+                R.ReleaseRequest(reservation_id="p-1")]), metadata=TMALL, timeout=10)
+            session = rs.Session(metadata=TMALL, timeout=10)
+            await session.write(R.SessionRequest(ops=[
+                R.Operation(id=1, commit=R.CommitRequest(reservation_id="p-1")),
+                R.Operation(id=2, reserve=reserve("x", "pos-12", ("SKU-1", 1)))]))
+            await session.done_writing()
+            answers = {r.id: r async for resp in session for r in resp.results}
+            own = await rs.Commit(R.CommitRequest(reservation_id="p-1"), metadata=POS,
+                                  timeout=10)
+            return unary, batch, answers, own
+
+    unary, batch, answers, own = run(main())
+    assert [r.outcome for r in unary] == [T.OUTCOME_NOT_FOUND] * 4
+    assert [r.outcome for r in batch.results] == [T.OUTCOME_NOT_FOUND]
+    assert answers[1].result.outcome == T.OUTCOME_NOT_FOUND
+    assert (answers[2].error.code, answers[2].error.field) == (7, "channel")
+    assert own.outcome == T.OUTCOME_OK  # untouched until its own channel committed it
+
+
+def test_health_and_reflection_need_no_token(server):
+    from grpc_health.v1 import health_pb2
+
+    async def main():
+        async with connect(server.address) as s:
+            return await s.health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+    assert run(main()).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_without_tokens_auth_is_off_on_loopback_only(server_config, start_server):
+    from stockgate.server import ConfigError
+
+    open_cfg = dataclasses.replace(server_config, tokens={})
+    st = start_server(open_cfg)
+    seed_book(st.engine)
+    st.engine.receive("SKU-1", "WH-EAST", 1, pool="online")
+    assert _code(st, lambda s: s.reservations.Reserve(
+        reserve("o-1", "tmall", ("SKU-1", 1)), timeout=10)) is None
+    with pytest.raises(ConfigError, match="auth is off"):
+        start_server(dataclasses.replace(open_cfg, listen="0.0.0.0:0"))
