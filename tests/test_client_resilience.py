@@ -141,6 +141,7 @@ def test_a_thousand_concurrent_reserves_ride_in_a_few_session_messages(tmp_path)
         assert outcomes.count(Outcome.INSUFFICIENT_STOCK) == 201
         wire_count = proxy.client_messages - 1
         assert wire_count == client_count - 1
+        assert server.server.reservations.session_messages == proxy.client_messages
         assert wire_count <= 5, f"1,000 reserves took {wire_count} Session messages"
         assert held(server.engine, "SKU-9") == 800
 

@@ -1,43 +1,62 @@
-"""TLS and mTLS through both clients and the command: certificates made for the test by
-openssl (a throw-away CA, a server certificate for 127.0.0.1, a client certificate)."""
+"""TLS and mTLS through both clients and the command: certificates made for the test (a
+throw-away CA, a server certificate for 127.0.0.1, a client certificate, another CA)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
-import shutil
-import subprocess
+import ipaddress
 
 import client_harness
 import pytest
 from client_harness import ADMIN, connect, run, running_server, stock_book
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from stockgate.clients import Unavailable
 from stockgate.server import cli
 
 kind = client_harness.kind  # fixture
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _openssl(*args: str, cwd) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+def _issue(cn: str, issuer: tuple | None, *, server: bool = False):
+    """A key and a certificate for cn, signed by issuer (key, cert) or by itself (a CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    signer_key, signer_name = (issuer[0], issuer[1].subject) if issuer else (key, _name(cn))
+    b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(signer_name)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - dt.timedelta(minutes=5))
+         .not_valid_after(now + dt.timedelta(days=1)))
+    if issuer is None:
+        b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    elif server:
+        b = b.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+    else:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                            critical=False)
+    return key, b.sign(signer_key, hashes.SHA256())
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for ca in ("ca", "other-ca"):
-        _openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
-                 "-days", "2", "-subj", f"/CN={ca}", cwd=d)
-    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for who, subject in (("server", "/CN=localhost"), ("client", "/CN=checkout-svc")):
-        _openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr",
-                 "-subj", subject, cwd=d)
-        _openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{who}.pem", "-days", "2", "-extfile",
-                 f"{who}.ext", cwd=d)
+    ca = _issue("test-ca", None)
+    made = {"ca": ca, "other-ca": _issue("other-ca", None),
+            "server": _issue("localhost", ca, server=True), "client": _issue("checkout", ca)}
+    for who, (key, cert) in made.items():
+        (d / f"{who}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (d / f"{who}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
     return d
 
 

@@ -27,25 +27,30 @@ async def wait_until(predicate, timeout_s: float = 15.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_watch_resumes_after_a_restart_with_no_alert_lost_or_repeated(tmp_path, kind):
+@pytest.mark.parametrize("skus", [["SKU-2"], []], ids=["one-sku", "every-sku"])
+def test_watch_resumes_after_a_restart_with_no_alert_lost_or_repeated(tmp_path, kind, skus):
     data = tmp_path / "data"
     first = running_server(data)
     server = first.__enter__()
     stock_book(server.engine)
     port, address = server.port, server.address
+    stocked_seq = server.engine.last_seq
     updates = []
 
     async def scenario():
         async with connect(kind, address, token=TMALL) as c:
             async def follow():
-                async for u in c.watch("tmall", skus=["SKU-2"]):
+                async for u in c.watch("tmall", skus=skus):
                     updates.append(u)
 
             watcher = asyncio.ensure_future(follow())
             try:
                 await wait_until(lambda: updates)
                 start = updates[0]
-                assert start.available == {"SKU-2": 8} and start.alerts == ()
+                # The first update comes at once: the levels asked for (none when every
+                # SKU is watched) and the seq the stream stands at.
+                assert start.available == ({"SKU-2": 8} if skus else {})
+                assert start.alerts == () and start.seq == stocked_seq
 
                 assert (await c.reserve("s-1", "tmall", [("SKU-2", 8)])).ok
                 await wait_until(lambda: any(a.kind == "sold_out"
