@@ -126,35 +126,39 @@ class AsyncClient:
         Returns a Result: check `.ok`, then `.reservation`; a refusal names its reason in
         `.outcome` and per line in `.lines`. Raises InvalidArgument (the field named),
         PermissionDenied, Overloaded, Unavailable, DeadlineExceeded."""
-        request = wire.reserve_request(reservation_id, channel, lines, customer=customer,
-                                       campaign=campaign, ttl_ms=ttl_ms, partial=partial,
-                                       prefer_locations=prefer_locations)
-        return await self._op("reserve", request, timeout)
+        op = wire.reserve_operation(reservation_id, channel, lines, customer=customer,
+                                    campaign=campaign, ttl_ms=ttl_ms, partial=partial,
+                                    prefer_locations=prefer_locations)
+        return await self._op(op, timeout)
 
     async def commit(self, reservation_id: str, lines: Lines | None = None, *,
                      timeout: float | None = None) -> Result:
         """Commit a held reservation (paid, shipped); `lines` commits part of it (units per
         SKU, each at most what it holds) and releases the rest."""
-        return await self._op("commit", wire.commit_request(reservation_id, lines), timeout)
+        op = wire.operation("commit", wire.commit_request(reservation_id, lines))
+        return await self._op(op, timeout)
 
     async def release(self, reservation_id: str, *, timeout: float | None = None) -> Result:
         """Release a held reservation: its units return to the buckets they came from."""
-        return await self._op("release", wire.release_request(reservation_id), timeout)
+        op = wire.operation("release", wire.release_request(reservation_id))
+        return await self._op(op, timeout)
 
     async def extend(self, reservation_id: str, ttl_ms: int, *,
                      timeout: float | None = None) -> Result:
         """Hold a reservation until now + ttl_ms (1,000..604,800,000 ms)."""
-        return await self._op("extend", wire.extend_request(reservation_id, ttl_ms), timeout)
+        op = wire.operation("extend", wire.extend_request(reservation_id, ttl_ms))
+        return await self._op(op, timeout)
 
     async def amend(self, reservation_id: str, lines: Lines, *,
                     timeout: float | None = None) -> Result:
         """Replace the lines of a held reservation atomically (its own hold never blocks
         it); on a refusal the reservation keeps its old lines."""
-        return await self._op("amend", wire.amend_request(reservation_id, lines), timeout)
+        op = wire.operation("amend", wire.amend_request(reservation_id, lines))
+        return await self._op(op, timeout)
 
-    async def _op(self, kind: str, request: Any, timeout: float | None) -> Result:
+    async def _op(self, op: Any, timeout: float | None) -> Result:
         session = self._open()
-        return await session.call(kind, request, check_timeout(timeout, self.timeout))
+        return await session.call(op, check_timeout(timeout, self.timeout))
 
     async def reserve_many(self, requests: Iterable[ReserveRequest], *,
                            timeout: float | None = None) -> list[Result]:

@@ -16,9 +16,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from stockgate.v1 import reservations_pb2_grpc
+from stockgate.v1 import reservations_pb2, reservations_pb2_grpc
 
-from . import wire
 from .backoff import Backoff
 from .errors import ClientClosed, DeadlineExceeded, StockgateError, Unavailable
 from .results import Result
@@ -50,8 +49,9 @@ class AsyncSession:
     def messages_sent(self) -> int:
         return self._outbox.messages_sent
 
-    async def call(self, kind: str, request: Any, timeout: float) -> Result:
-        """Send one operation and wait for its answer, at most `timeout` seconds."""
+    async def call(self, op: reservations_pb2.Operation, timeout: float) -> Result:
+        """Send one operation (wire.operation) and wait for its answer, at most `timeout`
+        seconds."""
         if self._closed:
             raise ClientClosed("the client is closed")
         loop = asyncio.get_running_loop()
@@ -65,7 +65,7 @@ class AsyncSession:
             else:
                 fut.set_result(res)  # type: ignore[arg-type]
 
-        p = Pending(wire.operation(kind, request), loop.time() + timeout, settle)
+        p = Pending(op, loop.time() + timeout, settle)
         self._outbox.add(p)
         self._wake.set()
         if self._runner is None or self._runner.done():

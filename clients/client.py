@@ -100,33 +100,37 @@ class Client:
                 partial: bool = False, prefer_locations: Iterable[str] = (),
                 timeout: float | None = None) -> Result:
         """As AsyncClient.reserve."""
-        request = wire.reserve_request(reservation_id, channel, lines, customer=customer,
-                                       campaign=campaign, ttl_ms=ttl_ms, partial=partial,
-                                       prefer_locations=prefer_locations)
-        return self._op("reserve", request, timeout)
+        op = wire.reserve_operation(reservation_id, channel, lines, customer=customer,
+                                    campaign=campaign, ttl_ms=ttl_ms, partial=partial,
+                                    prefer_locations=prefer_locations)
+        return self._op(op, timeout)
 
     def commit(self, reservation_id: str, lines: Lines | None = None, *,
                timeout: float | None = None) -> Result:
         """As AsyncClient.commit."""
-        return self._op("commit", wire.commit_request(reservation_id, lines), timeout)
+        op = wire.operation("commit", wire.commit_request(reservation_id, lines))
+        return self._op(op, timeout)
 
     def release(self, reservation_id: str, *, timeout: float | None = None) -> Result:
         """As AsyncClient.release."""
-        return self._op("release", wire.release_request(reservation_id), timeout)
+        op = wire.operation("release", wire.release_request(reservation_id))
+        return self._op(op, timeout)
 
     def extend(self, reservation_id: str, ttl_ms: int, *,
                timeout: float | None = None) -> Result:
         """As AsyncClient.extend."""
-        return self._op("extend", wire.extend_request(reservation_id, ttl_ms), timeout)
+        op = wire.operation("extend", wire.extend_request(reservation_id, ttl_ms))
+        return self._op(op, timeout)
 
     def amend(self, reservation_id: str, lines: Lines, *,
               timeout: float | None = None) -> Result:
         """As AsyncClient.amend."""
-        return self._op("amend", wire.amend_request(reservation_id, lines), timeout)
+        op = wire.operation("amend", wire.amend_request(reservation_id, lines))
+        return self._op(op, timeout)
 
-    def _op(self, kind: str, request: Any, timeout: float | None) -> Result:
+    def _op(self, op: Any, timeout: float | None) -> Result:
         self._check_open()
-        return self._session.call(kind, request, check_timeout(timeout, self.timeout))
+        return self._session.call(op, check_timeout(timeout, self.timeout))
 
     def reserve_many(self, requests: Iterable[ReserveRequest], *,
                      timeout: float | None = None) -> list[Result]:

@@ -22,7 +22,6 @@ import grpc
 
 from stockgate.v1 import reservations_pb2, reservations_pb2_grpc
 
-from . import wire
 from .backoff import Backoff
 from .errors import ClientClosed, DeadlineExceeded, StockgateError, Unavailable
 from .results import Result
@@ -53,8 +52,9 @@ class ThreadSession:
     def messages_sent(self) -> int:
         return self._outbox.messages_sent
 
-    def call(self, kind: str, request: Any, timeout: float) -> Result:
-        """Send one operation and wait for its answer, at most `timeout` seconds."""
+    def call(self, op: reservations_pb2.Operation, timeout: float) -> Result:
+        """Send one operation (wire.operation) and wait for its answer, at most `timeout`
+        seconds."""
         fut: concurrent.futures.Future[Result] = concurrent.futures.Future()
 
         def settle(res: Result | None, err: BaseException | None) -> None:
@@ -63,7 +63,7 @@ class ThreadSession:
             else:
                 fut.set_result(res)  # type: ignore[arg-type]
 
-        p = Pending(wire.operation(kind, request), time.monotonic() + timeout, settle)
+        p = Pending(op, time.monotonic() + timeout, settle)
         with self._cond:
             if self._closed:
                 raise ClientClosed("the client is closed")

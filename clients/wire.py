@@ -63,21 +63,54 @@ def _strings(field: str, values: Iterable[str] | None) -> list[str]:
     return [_str(f"{field}[{i}]", v) for i, v in enumerate(values)]
 
 
+def fill_reserve(m: reservations_pb2.ReserveRequest, reservation_id: str, channel: str,
+                 lines_: Lines, *, customer: str | None, campaign: str | None, ttl_ms: int,
+                 partial: bool, prefer_locations: Iterable[str] | None,
+                 ) -> reservations_pb2.ReserveRequest:
+    """Fill a ReserveRequest in place (the Session's operation holds one of its own)."""
+    m.reservation_id = _str("reservation_id", reservation_id)
+    m.channel = _str("channel", channel)
+    if isinstance(lines_, list) and all(type(x) is tuple and len(x) == 2 for x in lines_):
+        add = m.lines.add  # the common shape, [(sku, qty), ...]: checked as it is set
+        for i, (sku, qty) in enumerate(lines_):
+            add(sku=_str(f"lines[{i}].sku", sku), qty=_int(f"lines[{i}].qty", qty))
+    else:
+        m.lines.extend(lines(lines_))
+    if customer is not None:
+        m.customer = _str("customer", customer)
+    if campaign is not None:
+        m.campaign = _str("campaign", campaign)
+    if ttl_ms:
+        m.ttl_ms = _int("ttl_ms", ttl_ms)
+    if partial:
+        m.partial = True
+    if prefer_locations:
+        m.prefer_locations.extend(_strings("prefer_locations", prefer_locations))
+    return m
+
+
 def reserve_request(reservation_id: str, channel: str, lines_: Lines, *, customer: str | None,
                     campaign: str | None, ttl_ms: int, partial: bool,
                     prefer_locations: Iterable[str] | None,
                     ) -> reservations_pb2.ReserveRequest:
-    return reservations_pb2.ReserveRequest(
-        reservation_id=_str("reservation_id", reservation_id),
-        channel=_str("channel", channel), lines=lines(lines_),
-        customer=_str("customer", customer), campaign=_str("campaign", campaign),
-        ttl_ms=_int("ttl_ms", ttl_ms), partial=bool(partial),
-        prefer_locations=_strings("prefer_locations", prefer_locations))
+    return fill_reserve(reservations_pb2.ReserveRequest(), reservation_id, channel, lines_,
+                        customer=customer, campaign=campaign, ttl_ms=ttl_ms, partial=partial,
+                        prefer_locations=prefer_locations)
 
 
 def operation(kind: str, request: Any) -> reservations_pb2.Operation:
     """A Session operation around one request; its id and timeout are set when sent."""
-    return reservations_pb2.Operation(**{kind: request})
+    op = reservations_pb2.Operation()
+    getattr(op, kind).CopyFrom(request)
+    return op
+
+
+def reserve_operation(reservation_id: str, channel: str, lines_: Lines, **kwargs: Any,
+                      ) -> reservations_pb2.Operation:
+    """A Session reserve operation built in place (no copy of the request)."""
+    op = reservations_pb2.Operation()
+    fill_reserve(op.reserve, reservation_id, channel, lines_, **kwargs)
+    return op
 
 
 def commit_request(reservation_id: str, lines_: Lines | None) -> reservations_pb2.CommitRequest:
@@ -136,29 +169,42 @@ def stock_row(i: int, row: Any) -> inventory_pb2.StockRow:
 # ---------------------------------------------------------------------- answers
 
 
-def _allocation(pb: types_pb2.Allocation) -> Allocation:
-    return Allocation(pb.location, pb.pool, pb.qty)
+# The answers of the hot path are read for every reservation: tuples are built with
+# tuple.__new__ and enums found by index, which halves the cost of the plain calls.
+_new = tuple.__new__
+_OUTCOMES = tuple(Outcome(i) for i in range(len(Outcome)))
+_STATES = {int(s): s for s in State}
+
+
+def _outcome(value: int) -> Outcome:
+    try:
+        return _OUTCOMES[value]
+    except IndexError:
+        return Outcome(value)  # raises ValueError naming the unknown code
 
 
 def line_result(pb: types_pb2.LineResult) -> LineResult:
-    return LineResult(pb.sku, pb.qty, pb.granted, Outcome(pb.outcome),
-                      tuple(_allocation(a) for a in pb.allocations))
+    return _new(LineResult, (
+        pb.sku, pb.qty, pb.granted, _outcome(pb.outcome),
+        tuple([_new(Allocation, (a.location, a.pool, a.qty)) for a in pb.allocations])))
 
 
 def reservation(pb: types_pb2.Reservation) -> Reservation:
-    return Reservation(
-        reservation_id=pb.reservation_id, channel=pb.channel, state=State(pb.state),
-        lines=tuple(line_result(li) for li in pb.lines), customer=pb.customer or None,
-        campaign=pb.campaign or None, created_ms=pb.created_ms, expires_ms=pb.expires_ms,
-        resolved_ms=pb.resolved_ms or None,
-        committed=tuple((li.sku, li.qty) for li in pb.committed))
+    state = _STATES.get(pb.state) or State(pb.state)
+    committed = pb.committed
+    return _new(Reservation, (
+        pb.reservation_id, pb.channel, state, tuple([line_result(li) for li in pb.lines]),
+        pb.customer or None, pb.campaign or None, pb.created_ms, pb.expires_ms,
+        pb.resolved_ms or None,
+        tuple([(li.sku, li.qty) for li in committed]) if committed else ()))
 
 
 def result(pb: types_pb2.Result) -> Result:
-    return Result(
-        outcome=Outcome(pb.outcome),
-        reservation=reservation(pb.reservation) if pb.HasField("reservation") else None,
-        replayed=pb.replayed, lines=tuple(line_result(li) for li in pb.lines))
+    lines = pb.lines
+    return _new(Result, (
+        _outcome(pb.outcome),
+        reservation(pb.reservation) if pb.HasField("reservation") else None,
+        pb.replayed, tuple([line_result(li) for li in lines]) if lines else ()))
 
 
 def bucket_stock(pb: inventory_pb2.BucketStock) -> BucketStock:
