@@ -1,4 +1,5 @@
-"""The README's embedded example runs as printed, and its commands are the CI's."""
+"""The README's embedded example runs as printed, and its commands are the CI's. (Its
+client examples run against a demo server in test_client_docs.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_embedded_example_runs_as_printed(tmp_path, monkeypatch):
-    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    embedded = README[README.index("## Embedded, without a server"):]
+    code = re.search(r"```python\n(.*?)```", embedded, re.S).group(1)
     assert len(code.strip().splitlines()) <= 15
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
