@@ -5,7 +5,8 @@ to channels: it may reserve, commit, release, extend and amend (and their batch 
 Session forms), read availability and reservations, and watch, for those channels only.
 A channel token naming a reservation of another channel is answered as if the
 reservation did not exist (OUTCOME_NOT_FOUND, or NOT_FOUND for GetReservation), so a
-token never learns which ids other channels use.
+token never learns which ids other channels use. Ids are one namespace, so reserving with
+another channel's id is OUTCOME_ID_CONFLICT, with nothing of that reservation in it.
 
 Secrets are compared in constant time against every configured token and never logged.
 With no tokens configured, auth is off and every caller is admin.

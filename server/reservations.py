@@ -34,6 +34,7 @@ SESSION_SWEEP_MS = 10  # how often ops held back are checked against their timeo
 OP_KINDS = ("reserve", "commit", "release", "extend", "amend")
 
 _NOT_FOUND = Result(Outcome.NOT_FOUND)  # what a channel token sees of another's reservation
+_CONFLICT = Result(Outcome.ID_CONFLICT)  # ... and of another's id it tried to reserve with
 _NO_OP = InvalidArgument("op", f"is not set; give one of {', '.join(OP_KINDS)}")
 
 
@@ -43,6 +44,16 @@ def _single_reserve_field(exc: BaseException) -> BaseException:
     if field is not None and not field.startswith("requests"):
         return prefixed(exc, "requests[0].")
     return exc
+
+
+def own(channels: frozenset[str], r: Any) -> Any:
+    """What a channel token may see of an answer: an ID_CONFLICT with a reservation of
+    a channel not among `channels` loses the reservation (ids are one namespace: the
+    conflict tells only that the id is taken)."""
+    if type(r) is Result and r.outcome == Outcome.ID_CONFLICT and r.reservation is not None \
+            and r.reservation.channel not in channels:
+        return _CONFLICT
+    return r
 
 
 def check_op(kind: str, m: Any) -> None:
@@ -173,6 +184,8 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                     if request.prefer_locations else ())
             finally:
                 self._done()
+            if caller.channels is not None:
+                r = own(caller.channels, r)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._fail(context, exc)
         return wire.result(r)
@@ -233,6 +246,8 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                 raise _single_reserve_field(exc) if len(reqs) == 1 else exc from None
             finally:
                 self._admission.leave(len(reqs))
+            if caller.channels is not None:
+                results = [own(caller.channels, r) for r in results]
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._fail(context, exc)
         return _batch_response(results)
@@ -486,6 +501,9 @@ class _Session:
                 except Exception as exc:  # noqa: BLE001 - the store or the engine: all fail
                     svc._on_failure(exc)
                     slots = [exc] * len(ops)
+                if check_owner:
+                    channels = self.caller.channels
+                    slots = [own(channels, r) for r in slots]
                 answers.extend(zip(ids, slots))
         finally:
             adm.leave(len(batch))
