@@ -23,7 +23,9 @@ ADMIN_TOKEN_NAME = "admin"
 
 # Every setting's limits, units last.
 MESSAGE_BYTES_DEFAULT = 4 * 1024 * 1024  # a Session message of 10,000 reserves fits twice
-MESSAGE_BYTES_MIN = 64 * 1024
+# One answer at every limit (wire.RESULT_BYTES_MAX, about 460 KiB: 100 lines drawn from 32
+# sources each) must fit in half a message, so a response can always be cut to size.
+MESSAGE_BYTES_MIN = 1024 * 1024
 MESSAGE_BYTES_MAX = 256 * 1024 * 1024
 INFLIGHT_OPS_DEFAULT = 100_000  # operations started and not answered yet, server-wide
 INFLIGHT_OPS_MAX = 10_000_000
@@ -89,8 +91,10 @@ SETTINGS: tuple[Setting, ...] = (
             limits.MAP_SIZE_BYTES_MIN, limits.MAP_SIZE_BYTES_MAX),
     Setting("map_size_bytes_max", int, "the LMDB map never grows past this",
             limits.MAP_SIZE_BYTES_MIN, limits.MAP_SIZE_BYTES_MAX),
-    Setting("message_bytes_max", int, "largest request or response message; a larger one "
-            "is refused by gRPC with RESOURCE_EXHAUSTED", MESSAGE_BYTES_MIN, MESSAGE_BYTES_MAX),
+    Setting("message_bytes_max", int, "largest request or response message; a larger "
+            "request is refused by gRPC with RESOURCE_EXHAUSTED; Session and Watch answers "
+            "are cut to fit, a batch call whose answer could not fit is refused",
+            MESSAGE_BYTES_MIN, MESSAGE_BYTES_MAX),
     Setting("inflight_ops_max", int, "operations started and not yet answered, across the "
             "server; past it calls are shed with RESOURCE_EXHAUSTED and a retry hint",
             1, INFLIGHT_OPS_MAX),

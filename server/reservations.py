@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from stockgate.engine import Engine, InvalidArgument, Outcome, Result, limits
+from stockgate.engine import Conflict, Engine, InvalidArgument, Outcome, Result, limits
 from stockgate.engine.limits import check_count, check_id, check_int, check_qty
 from stockgate.v1 import reservations_pb2, reservations_pb2_grpc, types_pb2
 
@@ -107,13 +107,15 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
     """The hot path. `on_failure` hears of store failures (health goes NOT_SERVING)."""
 
     def __init__(self, engine: Engine, auth: Authenticator, admission: Admission, *,
-                 session_inflight_ops_max: int,
+                 session_inflight_ops_max: int, message_bytes_max: int,
                  on_failure: Callable[[BaseException], None] = lambda exc: None) -> None:
         self._engine = engine
         self._aio = engine.aio
         self._auth = auth
         self._admission = admission
         self._session_ops_max = session_inflight_ops_max
+        self._message_bytes_max = message_bytes_max
+        self._answer_bytes = wire.answer_bytes_target(message_bytes_max)
         self._on_failure = on_failure
         self._sessions: set[_Session] = set()
         self._turns = Turns()
@@ -165,6 +167,50 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
     def _done(self) -> None:
         self._turns.leave()
         self._admission.leave()
+
+    def _check_answer_fits(self, request: Any, converted: list) -> None:
+        """Refuse (InvalidArgument, before anything is done) a ReserveBatch whose answer
+        could pass message_bytes_max: each result spells its request again (ids, SKUs,
+        quantities, and once more the committed lines of a replay), plus fixed fields
+        and the allocations of each line, at most one per source of its channel."""
+        limit = self._message_bytes_max
+        est = 2 * request.ByteSize()
+        if est + len(converted) * wire.RESULT_BYTES_MAX <= limit:
+            return  # the common case: even the largest answers would fit
+        channels = self._engine.channels()
+        per_line: dict[str, int] = {}
+        lines = 0
+        for req in converted:
+            n = len(req.lines)
+            lines += n
+            if req.campaign is not None:
+                alloc = wire.CAMPAIGN_ALLOCATION_BYTES_MAX
+            else:
+                alloc = per_line.get(req.channel)
+                if alloc is None:
+                    found = channels.get(req.channel)
+                    alloc = per_line[req.channel] = (
+                        wire.allocation_bytes(found[0]) if found else 0)
+            est += n * alloc
+        est += len(converted) * wire.RESULT_FIXED_BYTES + lines * wire.LINE_FIXED_BYTES
+        if est > limit:
+            raise InvalidArgument(
+                "requests", f"could take {est} bytes to answer ({len(converted)} "
+                f"reservations, {lines} lines); the limit of one message "
+                f"(message_bytes_max) is {limit} bytes: send fewer lines per call, or "
+                "use Session, whose answers are cut to size")
+
+    def _fits(self, resp: reservations_pb2.BatchResponse) -> reservations_pb2.BatchResponse:
+        """A batch answer, or Conflict when it is past message_bytes_max (replays of
+        reservations amended to more lines than their requests, conflicts with larger
+        ones): what it answers was done, smaller batches with the same ids read it."""
+        size = resp.ByteSize()
+        if size > self._message_bytes_max:
+            raise Conflict("requests", f"were done, but their answer is {size} bytes, past "
+                           f"the limit of one message (message_bytes_max, "
+                           f"{self._message_bytes_max} bytes); send them again in smaller "
+                           "batches, with the same ids, to read their answers")
+        return resp
 
     # ------------------------------------------------------------------ unary
 
@@ -239,6 +285,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             converted = [wire.reserve_request(m) for m in reqs]
             await self._start(context, len(reqs))
             try:
+                self._check_answer_fits(request, converted)
                 # All or nothing: a malformed or unusable request raises before any is
                 # decided.
                 results = await self._aio.reserve_many(converted)
@@ -248,9 +295,10 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                 self._admission.leave(len(reqs))
             if caller.channels is not None:
                 results = [own(caller.channels, r) for r in results]
+            resp = self._fits(_batch_response(results))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._fail(context, exc)
-        return _batch_response(results)
+        return resp
 
     async def _batch(self, context, kind: str, reqs) -> reservations_pb2.BatchResponse:
         try:
@@ -283,9 +331,10 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                     # (overload, shutdown, a commit over what is held); the others may
                     # be done: the same ids replay them.
                     raise prefixed(slot, f"requests[{i}].")
+            resp = self._fits(_batch_response(slots))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._fail(context, exc)
-        return _batch_response(slots)
+        return resp
 
     async def CommitBatch(self, request, context):
         return await self._batch(context, "commit", request.requests)
@@ -361,7 +410,8 @@ class _Session:
                 while self.answers:
                     chunk = self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
                     del self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
-                    await context.write(_session_response(chunk))
+                    for resp in _cut(_session_response(chunk), self.svc._answer_bytes):
+                        await context.write(resp)
                 if (not self.reading or self.stopping) and not self.inflight \
                         and not self.waiting:
                     break
@@ -516,6 +566,24 @@ class _Session:
 def _timed_out() -> CallError:
     return deadline_exceeded("waited longer than its timeout_ms before it could start; "
                              "nothing was done")
+
+
+def _cut(resp: reservations_pb2.SessionResponse, target: int
+         ) -> list[reservations_pb2.SessionResponse]:
+    """The response as it is, or cut into several, each ending with the answer that took
+    it past `target` bytes (so within message_bytes_max: see wire.answer_bytes_target)."""
+    if resp.ByteSize() <= target:
+        return [resp]
+    parts, start, size = [], 0, 0
+    results = resp.results
+    for i, r in enumerate(results):
+        size += r.ByteSize() + 4  # the field's tag and length
+        if size > target:
+            parts.append(reservations_pb2.SessionResponse(results=results[start:i + 1]))
+            start, size = i + 1, 0
+    if start < len(results):
+        parts.append(reservations_pb2.SessionResponse(results=results[start:]))
+    return parts
 
 
 def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionResponse:

@@ -165,16 +165,16 @@ def test_shedding_past_the_in_flight_bound(server_config, start_server):
 
 def test_oversized_message_is_refused_by_grpc_but_sold_out_is_an_outcome(server_config,
                                                                           start_server):
-    st = start_server(dataclasses.replace(server_config, message_bytes_max=64 * 1024))
+    st = start_server(dataclasses.replace(server_config, message_bytes_max=1 << 20))
     eng = seed_book(st.engine)
     eng.receive("SKU-1", "WH-EAST", 1, pool="online")
 
     async def main():
         async with connect(st.address) as s:
             big = R.ReserveBatchRequest(requests=[
-                reserve(f"order-with-a-long-id-{i:06d}", "tmall", ("SKU-1", 1))
-                for i in range(3_000)])
-            assert big.ByteSize() > 64 * 1024
+                reserve(f"order-with-a-long-id-{i:06d}" + "x" * 100, "tmall", ("SKU-1", 1))
+                for i in range(8_000)])
+            assert big.ByteSize() > 1 << 20
             with pytest.raises(grpc.aio.AioRpcError) as too_big:
                 await s.reservations.ReserveBatch(big, metadata=ADMIN, timeout=10)
             ok = await s.reservations.Reserve(reserve("a", "tmall", ("SKU-1", 1)),
@@ -187,7 +187,7 @@ def test_oversized_message_is_refused_by_grpc_but_sold_out_is_an_outcome(server_
     assert too_big.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert ok.outcome == T.OUTCOME_OK
     assert sold_out.outcome == T.OUTCOME_INSUFFICIENT_STOCK
-    assert eng.reservation("order-with-a-long-id-000000") is None
+    assert eng.reservation("order-with-a-long-id-000000" + "x" * 100) is None
 
 
 def test_a_call_whose_deadline_passes_before_it_starts_does_nothing(server):
