@@ -168,6 +168,15 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         self._turns.leave()
         self._admission.leave()
 
+    def _check_ops_max(self, n: int) -> None:
+        """A batch larger than the server's in-flight bound could never be admitted:
+        refuse it as malformed instead of shedding it forever."""
+        ops_max = self._admission.ops_max
+        if n > ops_max:
+            raise InvalidArgument("requests", f"has {n} items; this server takes at most "
+                                  f"{ops_max} operations in flight (inflight_ops_max), "
+                                  "so one call may carry at most that many")
+
     def _check_answer_fits(self, request: Any, converted: list) -> None:
         """Refuse (InvalidArgument, before anything is done) a ReserveBatch whose answer
         could pass message_bytes_max: each result spells its request again (ids, SKUs,
@@ -278,6 +287,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             caller = self._auth.caller(context)
             reqs = request.requests
             check_count("requests", len(reqs), 1, BATCH_OPS_MAX)
+            self._check_ops_max(len(reqs))
             if caller.channels is not None:
                 for i, m in enumerate(reqs):
                     if m.channel not in caller.channels:
@@ -305,6 +315,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             caller = self._auth.caller(context)
             n = len(reqs)
             check_count("requests", n, 1, BATCH_OPS_MAX)
+            self._check_ops_max(n)
             for i, m in enumerate(reqs):
                 try:
                     check_op(kind, m)
@@ -377,9 +388,15 @@ def _batch_response(results) -> reservations_pb2.BatchResponse:
 
 
 class _Session:
-    """One Session stream: ops are read, held back while the stream has too many in
-    flight (or a check runs), started a message at a time through engine.aio.apply(),
-    and answered as they become durable, many answers per response message."""
+    """One Session stream: ops are read, held back while the stream has too many
+    unanswered (or a check runs), started a message at a time through
+    engine.aio.apply(), and answered as they become durable, many answers per response
+    message.
+
+    An op counts against the stream's bound (session_inflight_ops_max) from its start
+    until its answer is written, so a client that writes without reading holds at most
+    the bound of answers (and a message of refusals) before the stream stops being read.
+    """
 
     def __init__(self, service: ReservationsService, caller: Caller,
                  context: grpc.aio.ServicerContext) -> None:
@@ -390,10 +407,13 @@ class _Session:
         self.bound = service._session_ops_max
         self.waiting: collections.deque[tuple[int, str, Any, float | None]] = (
             collections.deque())
-        self.answers: list[tuple[int, Any]] = []
-        self.inflight = 0
+        self.answers: list[tuple[int, Any]] = []  # to write
+        self.inflight = 0  # started, not decided and durable yet
+        self.writing = 0  # answers taken from `answers`, their write not done yet
         self.reading = True
-        self.stopping = False
+        self.stopping = False  # the server is shutting down
+        self.closed = False  # serve() is over: nothing more starts
+        self.ending: BaseException | None = None  # ends the stream once drained
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
@@ -401,8 +421,11 @@ class _Session:
         self.tasks: set[asyncio.Task] = set()
 
     async def serve(self, request_iterator: AsyncIterator) -> None:
+        """Read, start and answer until the client half-closes (or the server stops),
+        then end the stream once every op read is answered."""
         reader = self.loop.create_task(self.read(request_iterator))
         context = self.context
+        target = self.svc._answer_bytes
         try:
             while True:
                 await self.wake.wait()
@@ -410,39 +433,72 @@ class _Session:
                 while self.answers:
                     chunk = self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
                     del self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
-                    for resp in _cut(_session_response(chunk), self.svc._answer_bytes):
-                        await context.write(resp)
+                    self.writing = len(chunk)
+                    for resp in _cut(_session_response(chunk), target):
+                        try:
+                            await context.write(resp)
+                        except Exception:
+                            if not (context.cancelled() or context.done()):
+                                raise
+                            # The client went away (cancelled, or its deadline passed):
+                            # nobody to answer, nothing wrong with the server.
+                            log.debug("stockgate: a Session stream ended by its client "
+                                      "with answers unwritten", exc_info=True)
+                            return
+                        self.writing -= len(resp.results)
+                    self.pump()  # their room is free again
                 if (not self.reading or self.stopping) and not self.inflight \
-                        and not self.waiting:
+                        and not self.waiting and not self.answers:
                     break
         finally:
+            self.close()
             reader.cancel()
-            if self.sweep is not None:
-                self.sweep.cancel()
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
             exc = reader.exception()
-            if not isinstance(exc, (asyncio.CancelledError, grpc.aio.AioRpcError)):
+            if not isinstance(exc, (asyncio.CancelledError, grpc.aio.AioRpcError)) \
+                    and not context.cancelled():
                 await abort(context, exc)
         if self.stopping:
             await abort(context, unavailable(
                 "the server is shutting down; every operation read was answered; "
                 "send the others again, with the same ids, to another server or later"))
+        if self.ending is not None:
+            await abort(context, self.ending)
+
+    def close(self) -> None:
+        """The stream is over (answered, cancelled or failed): what still waits is
+        never started; answers of ops in flight are dropped."""
+        self.closed = True
+        self.waiting.clear()
+        self.room.set()
+        if self.sweep is not None:
+            self.sweep.cancel()
+            self.sweep = None
+
+    def _full(self) -> bool:
+        """True while the stream should not be read: as many ops wait, or as many
+        answers wait to be written, as the bound."""
+        return (len(self.waiting) >= self.bound
+                or len(self.answers) + self.writing >= self.bound)
 
     async def read(self, request_iterator: AsyncIterator) -> None:
+        """Take in the client's messages while there is room."""
         try:
             async for req in request_iterator:
                 self.svc.session_messages += 1
                 self.take(req)
-                while len(self.waiting) >= self.bound and not self.stopping:
+                while self._full() and not self.stopping and not self.closed:
                     self.room.clear()
                     await self.room.wait()
-                if self.stopping:
+                if self.stopping or self.closed or self.ending is not None:
                     break
         finally:
             self.reading = False
             self.wake.set()
 
     def stop(self) -> None:
+        """The server is shutting down: answer what waits UNAVAILABLE (nothing was
+        done), stop reading; what is in flight is answered when durable."""
         self.stopping = True
         self.room.set()
         while self.waiting:
@@ -456,6 +512,12 @@ class _Session:
         now = self.loop.time()
         ops = req.ops
         answers = self.answers
+        if not ops:
+            # No op to answer: the stream ends, once what was read before is answered.
+            self.ending = InvalidArgument("ops", f"has 0 items in a message; send 1 to "
+                                                 f"{BATCH_OPS_MAX} operations per message")
+            self.wake.set()
+            return
         if len(ops) > BATCH_OPS_MAX:
             too_many = InvalidArgument("ops", f"has {len(ops)} items in one message; the "
                                               f"limit is {BATCH_OPS_MAX}")
@@ -484,13 +546,19 @@ class _Session:
             self.wake.set()
 
     def pump(self) -> None:
-        """Start held-back ops while the stream has room."""
+        """Start held-back ops while the stream has room, in chunks the server's
+        in-flight bound can take (past it they are shed)."""
+        if self.closed or self.stopping:
+            return
         waiting = self.waiting
         adm = self.svc._admission
-        while waiting and self.inflight < self.bound:
-            k = min(len(waiting), self.bound - self.inflight, BATCH_OPS_MAX)
-            batch = [waiting.popleft() for _ in range(k)]
+        while waiting:
+            room = self.bound - self.inflight - len(self.answers) - self.writing
+            if room <= 0:
+                break
+            k = min(len(waiting), room, BATCH_OPS_MAX, adm.ops_max)
             refusal = adm.refusal(k)
+            batch = [waiting.popleft() for _ in range(k)]
             if refusal is not None:
                 self.answers.extend((b[0], refusal) for b in batch)
                 self.wake.set()
@@ -499,7 +567,7 @@ class _Session:
             task = self.loop.create_task(self.run(batch))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        if len(waiting) < self.bound:
+        if not self._full():
             self.room.set()
         if waiting and self.sweep is None and any(w[3] is not None for w in waiting):
             self.sweep = self.loop.call_later(SESSION_SWEEP_MS / 1000, self.expire)
@@ -507,6 +575,8 @@ class _Session:
     def expire(self) -> None:
         """Answer held-back ops whose timeout_ms passed (they are never started)."""
         self.sweep = None
+        if self.closed:
+            return
         now = self.loop.time()
         keep = collections.deque()
         for w in self.waiting:
@@ -527,6 +597,8 @@ class _Session:
         try:
             if adm.paused:
                 await adm.resumed()
+            if self.closed:
+                return  # the stream ended while a check held these back: none started
             now = self.loop.time()
             ids, ops = [], []
             check_owner = self.caller.channels is not None
@@ -559,8 +631,7 @@ class _Session:
             adm.leave(len(batch))
             self.inflight -= len(batch)
             self.wake.set()
-            if not self.stopping:
-                self.pump()
+            self.pump()
 
 
 def _timed_out() -> CallError:
