@@ -161,9 +161,10 @@ class Server:
             engine, auth, admission, session_inflight_ops_max=c.session_inflight_ops_max,
             message_bytes_max=c.message_bytes_max, on_failure=self._failed)
         self.inventory = InventoryService(engine, auth, admission, on_failure=self._failed)
-        self.hub = WatchHub(engine, streams_max=c.watch_streams_max)
+        self.hub = WatchHub(engine, admission, streams_max=c.watch_streams_max)
         self.watch = WatchService(self.hub, auth, admission,
-                                  coalesce_ms_default=c.watch_coalesce_ms)
+                                  coalesce_ms_default=c.watch_coalesce_ms,
+                                  message_bytes_max=c.message_bytes_max)
         reservations_pb2_grpc.add_ReservationsServicer_to_server(self.reservations, server)
         inventory_pb2_grpc.add_InventoryServicer_to_server(self.inventory, server)
         watch_pb2_grpc.add_WatchServicer_to_server(self.watch, server)
@@ -179,7 +180,7 @@ class Server:
             raise ConfigError(f"listen {c.listen}: cannot bind (in use, or not an address "
                               "of this host)")
         self.port = port
-        self.hub.attach(asyncio.get_running_loop())
+        await self.hub.attach()
         engine.listen(self._durable)
         await server.start()
         if self.metrics is not None:
