@@ -172,13 +172,17 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        if creds is None:
-            port = server.add_insecure_port(c.listen)
-        else:
-            port = server.add_secure_port(c.listen, creds)
-        if not port and c.port:
-            raise ConfigError(f"listen {c.listen}: cannot bind (in use, or not an address "
-                              "of this host)")
+        try:
+            if creds is None:
+                port = server.add_insecure_port(c.listen)
+            else:
+                port = server.add_secure_port(c.listen, creds)
+        except RuntimeError:  # grpcio: "Failed to bind to address ..."
+            port = 0
+        if not port:
+            raise ConfigError(f"listen {c.listen}: cannot bind (the port is in use, or the "
+                              "host is not an address of this machine); free the port or "
+                              "choose another, or listen on 127.0.0.1:0 for any free port")
         self.port = port
         await self.hub.attach()
         engine.listen(self._durable)

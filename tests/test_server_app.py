@@ -329,3 +329,24 @@ def test_a_session_is_answered_then_ended_unavailable_on_shutdown(server_config,
     assert ended.code() == grpc.StatusCode.UNAVAILABLE
     assert "with the same ids" in ended.details()
     assert start_server(server_config).engine.reservation("o-1") is not None
+
+
+def test_a_port_in_use_is_a_clear_error_and_exit_code_1(server_config, start_server,
+                                                        tmp_path, caplog):
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stockgate.server import ConfigError, app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(ConfigError, match=f"listen {listen}: cannot bind"):
+            start_server(dataclasses.replace(server_config, listen=listen))
+        with caplog.at_level("ERROR", logger="stockgate.server"), \
+                ThreadPoolExecutor(1) as pool:  # `stockgate serve`, on a loop of its own
+            code = pool.submit(app.main, ["--listen", listen, "--data-dir",
+                                          str(tmp_path / "cli-db")]).result(60)
+    assert code == app.EXIT_FAILED
+    assert any("cannot bind (the port is in use" in r.getMessage() for r in caplog.records)
