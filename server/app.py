@@ -261,17 +261,21 @@ class ServerThread:
 
     @property
     def address(self) -> str:
+        """host:port the server listens on."""
         return self.server.address
 
     @property
     def port(self) -> int:
+        """The port the server listens on."""
         return self.server.port
 
     @property
     def engine(self) -> Engine:
+        """The server's engine (tests seed it directly)."""
         return self.server.engine
 
     def start(self) -> ServerThread:
+        """Start the server in its thread and wait until it serves (or raise why not)."""
         self._thread.start()
         if not self._ready.wait(SERVER_START_TIMEOUT_S):
             raise TimeoutError("the server did not start in time")

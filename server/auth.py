@@ -8,12 +8,14 @@ reservation did not exist (OUTCOME_NOT_FOUND, or NOT_FOUND for GetReservation), 
 token never learns which ids other channels use. Ids are one namespace, so reserving with
 another channel's id is OUTCOME_ID_CONFLICT, with nothing of that reservation in it.
 
-Secrets are compared in constant time against every configured token and never logged.
-With no tokens configured, auth is off and every caller is admin.
+Secrets are compared in constant time against every configured token and never logged:
+both sides are hashed (SHA-256) first, so the comparison takes as long whatever the
+secrets' lengths. With no tokens configured, auth is off and every caller is admin.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,9 +38,11 @@ class Caller:
 
     @property
     def admin(self) -> bool:
+        """True for an admin token (or with auth off)."""
         return self.channels is None
 
     def may_use(self, channel: str) -> bool:
+        """True when the caller may act for `channel`."""
         return self.channels is None or channel in self.channels
 
 
@@ -51,7 +55,7 @@ class Authenticator:
     def __init__(self, tokens: Mapping[str, TokenGrant]) -> None:
         self.enabled = bool(tokens)
         self._tokens = [
-            (g.secret.encode(), Caller(name, None if g.admin else frozenset(g.channels)))
+            (_digest(g.secret.encode()), Caller(name, None if g.admin else frozenset(g.channels)))
             for name, g in tokens.items()
         ]
 
@@ -71,10 +75,10 @@ class Authenticator:
             header = header.decode("latin-1")
         if header[:len(BEARER)].lower() != BEARER:
             raise unauthenticated("the authorization metadata must be 'Bearer <token>'")
-        presented = header[len(BEARER):].strip().encode()
+        presented = _digest(header[len(BEARER):].strip().encode())
         found = None
-        # Every token is compared, found or not, so timing tells nothing about which
-        # one (or which prefix) matched.
+        # Every token is compared, found or not, and digests all have one length, so
+        # timing tells nothing about which one (or which prefix, or how long) matched.
         for secret, caller in self._tokens:
             if hmac.compare_digest(secret, presented) and found is None:
                 found = caller
@@ -99,6 +103,11 @@ class Authenticator:
         return caller
 
 
+def _digest(secret: bytes) -> bytes:
+    return hashlib.sha256(secret).digest()
+
+
 def denied_channel(caller: Caller, channel: str, field: str = "channel"):
+    """PERMISSION_DENIED for acting for a channel not among the token's, naming `field`."""
     return permission_denied(f"{field} {channel!r} is not one of token {caller.name!r}'s "
                              "channels", field)

@@ -75,10 +75,12 @@ class Setting:
 
     @property
     def flag(self) -> str:
+        """The command-line flag, e.g. --listen."""
         return "--" + self.name.replace("_", "-")
 
     @property
     def env(self) -> str:
+        """The environment variable, e.g. STOCKGATE_LISTEN."""
         return ENV_PREFIX + self.name.upper()
 
 
@@ -155,14 +157,17 @@ class Config:
 
     @property
     def tls(self) -> bool:
+        """True when the server speaks TLS (tls_cert and tls_key are set)."""
         return self.tls_cert is not None
 
     @property
     def host(self) -> str:
+        """The host part of listen, without IPv6 brackets."""
         return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
+        """The port part of listen (0: any free port)."""
         return split_listen(self.listen)[1]
 
 
@@ -176,6 +181,7 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -215,6 +221,9 @@ def validate(config: Config) -> None:
         where = f"tokens.{name}"
         if not isinstance(grant, TokenGrant):
             raise ConfigError(f"{where} must be a TokenGrant")
+        if not grant.secret.isascii():
+            raise ConfigError(f"{where}.secret must be ASCII: gRPC metadata carries ASCII "
+                              "only, so no client could send it")
         n = len(grant.secret.encode())
         if not TOKEN_SECRET_BYTES_MIN <= n <= TOKEN_SECRET_BYTES_MAX:
             raise ConfigError(f"{where}.secret is {n} bytes; it must be between "

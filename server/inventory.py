@@ -35,7 +35,10 @@ def _opt(s: str) -> str | None:
 
 
 class InventoryService(inventory_pb2_grpc.InventoryServicer):
-    """Every method needs an admin token except GetAvailability and GetReservation."""
+    """Every method needs an admin token except GetAvailability and GetReservation.
+
+    Each method named like an RPC is that RPC of proto/stockgate/v1/inventory.proto,
+    which documents it."""
 
     def __init__(self, engine: Engine, auth: Authenticator, admission: Admission, *,
                  on_failure: Callable[[BaseException], None] = lambda exc: None) -> None:

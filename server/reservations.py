@@ -83,6 +83,7 @@ class Turns:
         self._next: asyncio.Future[None] | None = None
 
     async def enter(self) -> None:
+        """Join the open group, or wait for the group in flight to be answered."""
         if self.running and not self._open:
             if self._next is None:
                 self._next = asyncio.get_running_loop().create_future()
@@ -97,6 +98,7 @@ class Turns:
         self._open = False
 
     def leave(self) -> None:
+        """A call of the group is answered; the last one lets the next group go."""
         self.running -= 1
         if not self.running and self._next is not None:
             nxt, self._next = self._next, None
@@ -104,7 +106,10 @@ class Turns:
 
 
 class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
-    """The hot path. `on_failure` hears of store failures (health goes NOT_SERVING)."""
+    """The hot path. `on_failure` hears of store failures (health goes NOT_SERVING).
+
+    Each method named like an RPC is that RPC of proto/stockgate/v1/reservations.proto,
+    which documents it (fields, units, limits)."""
 
     def __init__(self, engine: Engine, auth: Authenticator, admission: Admission, *,
                  session_inflight_ops_max: int, message_bytes_max: int,

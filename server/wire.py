@@ -62,6 +62,7 @@ def reserve_request(m: Any) -> ReserveRequest:
 
 
 def lines(m_lines: Any) -> list[tuple[str, int]]:
+    """Line messages as (sku, qty) pairs."""
     return [(ln.sku, ln.qty) for ln in m_lines]
 
 
@@ -94,6 +95,7 @@ def _fill_lines(repeated: Any, line_results: Any) -> None:
 
 
 def fill_reservation(m: types_pb2.Reservation, r: Reservation) -> None:
+    """Write an engine Reservation into a Reservation message."""
     m.reservation_id = r.reservation_id
     m.channel = r.channel
     m.state = r.state
@@ -125,18 +127,21 @@ def fill_result(m: types_pb2.Result, r: Result) -> None:
 
 
 def result(r: Result) -> types_pb2.Result:
+    """An engine Result as a new Result message."""
     m = types_pb2.Result()
     fill_result(m, r)
     return m
 
 
 def reservation(r: Reservation) -> types_pb2.Reservation:
+    """An engine Reservation as a new Reservation message."""
     m = types_pb2.Reservation()
     fill_reservation(m, r)
     return m
 
 
 def campaign(c: Campaign) -> inventory_pb2.Campaign:
+    """An engine Campaign as a Campaign message."""
     return inventory_pb2.Campaign(
         campaign_id=c.campaign_id, channels=c.channels, start_ms=c.start_ms, end_ms=c.end_ms,
         location=c.location, source_pool=c.source_pool, quotas=c.quotas,
@@ -145,6 +150,7 @@ def campaign(c: Campaign) -> inventory_pb2.Campaign:
 
 
 def bucket_stock(b: BucketStock) -> inventory_pb2.BucketStock:
+    """The counters of one bucket as a BucketStock message."""
     return inventory_pb2.BucketStock(
         sku=b.sku, location=b.location, pool=b.pool, on_hand=b.on_hand, held=b.held,
         available=b.available, presale_units=b.presale_units, safety_stock=b.safety_stock)

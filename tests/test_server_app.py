@@ -258,6 +258,7 @@ def test_metrics_endpoint(server_config, start_server):
     assert 'stockgate_reservation_outcomes_total{outcome="INSUFFICIENT_STOCK"} 1.0' in text
     assert "stockgate_operations_in_flight 0.0" in text
     assert "stockgate_journal_last_seq" in text
+    assert "stockgate_session_messages_total 0.0" in text  # as docs/server.md names it
 
 
 def test_a_full_store_is_unavailable_and_not_serving_until_a_write_succeeds(server):

@@ -194,3 +194,27 @@ def test_a_conflict_with_another_channels_id_carries_nothing_of_that_reservation
     assert (admin.reservation.channel, admin.reservation.customer) == (
         "pos-12", "alice@example.com")
     assert sum(b.held for b in eng.stock("SKU-1")) == 4  # nothing more was held
+
+
+def test_secrets_are_compared_as_digests_of_one_length():
+    # Comparing fixed-length digests: the time taken tells nothing of a secret's length.
+    from stockgate.server.auth import Authenticator
+    from stockgate.server.config import TokenGrant
+
+    auth = Authenticator({"a": TokenGrant(secret="s" * 16, admin=True),
+                          "b": TokenGrant(secret="t" * 1_000, channels=("tmall",))})
+    assert {len(secret) for secret, _ in auth._tokens} == {32}
+
+    class Call:
+        def __init__(self, token):
+            self.token = token
+
+        def invocation_metadata(self):
+            return (("authorization", f"Bearer {self.token}"),)
+
+    assert auth.caller(Call("t" * 1_000)).name == "b"
+    from stockgate.server.status import CallError
+
+    for wrong in ("s" * 15, "s" * 17, "t" * 999):
+        with pytest.raises(CallError):
+            auth.caller(Call(wrong))
