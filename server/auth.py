@@ -19,8 +19,11 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+
+from stockgate.engine import Outcome, Result
 
 from .config import TokenGrant
 from .status import permission_denied, unauthenticated
@@ -47,6 +50,8 @@ class Caller:
 
 
 ANYONE = Caller("anonymous", None)  # auth is off
+NOT_FOUND_RESULT = Result(Outcome.NOT_FOUND)  # what a channel token sees of another's reservation
+CONFLICT_RESULT = Result(Outcome.ID_CONFLICT)  # ... and of another's id it reserved with
 
 
 class Authenticator:
@@ -101,6 +106,16 @@ class Authenticator:
         if not caller.may_use(channel):
             raise denied_channel(caller, channel, field)
         return caller
+
+
+def own(channels: frozenset[str], r: Any) -> Any:
+    """What a channel token may see of an answer: an ID_CONFLICT with a reservation of
+    a channel not among `channels` loses the reservation (ids are one namespace: the
+    conflict tells only that the id is taken)."""
+    if type(r) is Result and r.outcome == Outcome.ID_CONFLICT and r.reservation is not None \
+            and r.reservation.channel not in channels:
+        return CONFLICT_RESULT
+    return r
 
 
 def _digest(secret: bytes) -> bytes:

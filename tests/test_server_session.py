@@ -168,7 +168,7 @@ def test_an_empty_session_message_ends_the_stream_once_what_was_read_is_answered
 def test_answers_for_a_client_gone_away_end_the_stream_quietly(server, caplog):
     # A write that fails because the client cancelled is nobody's error: no ERROR log,
     # no status, nothing more started.
-    from stockgate.server.reservations import _Session
+    from stockgate.server.session import SessionStream
 
     server.engine.receive("SKU-1", "WH-EAST", 10, pool="online")
     svc = server.server.reservations
@@ -200,7 +200,7 @@ def test_answers_for_a_client_gone_away_end_the_stream_quietly(server, caplog):
             return ADMIN
 
     async def main():
-        session = _Session(svc, svc._auth.caller(Admin()), GoneContext())
+        session = SessionStream(svc, svc._auth.caller(Admin()), GoneContext())
         await asyncio.wait_for(session.serve(requests()), 10)
         return session
 
