@@ -98,11 +98,11 @@ SETTINGS: tuple[Setting, ...] = (
             "are cut to fit, a batch call whose answer could not fit is refused",
             MESSAGE_BYTES_MIN, MESSAGE_BYTES_MAX),
     Setting("inflight_ops_max", int, "operations started and not yet answered, across the "
-            "server; past it calls are shed with RESOURCE_EXHAUSTED and a retry hint",
-            1, INFLIGHT_OPS_MAX),
-    Setting("session_inflight_ops_max", int, "operations of one Session stream in flight; "
-            "past it the server stops reading that stream until answers go out",
-            1, SESSION_INFLIGHT_OPS_MAX),
+            "server; past it calls are shed with RESOURCE_EXHAUSTED and a retry hint; a "
+            "batch call of more requests is INVALID_ARGUMENT", 1, INFLIGHT_OPS_MAX),
+    Setting("session_inflight_ops_max", int, "operations of one Session stream started "
+            "and not yet answered on the stream; past it the server stops reading that "
+            "stream until answers are written", 1, SESSION_INFLIGHT_OPS_MAX),
     Setting("streams_per_connection_max", int, "concurrent streams of one HTTP/2 connection "
             "(grpc.max_concurrent_streams)", 1, STREAMS_PER_CONNECTION_MAX),
     Setting("watch_streams_max", int, "Watch subscriptions open at once; past it Subscribe "

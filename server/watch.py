@@ -123,6 +123,8 @@ class WatchHub:
         self.engine.unlisten(self._durable)
         if self._drain is not None:
             self._drain.cancel()
+        for _, scan in self._channel_skus.values():
+            scan.cancel()
 
     def _durable(self, first_seq: int, events: list[dict[str, Any]]) -> None:
         # The writer thread: hand over and return at once.
