@@ -68,8 +68,10 @@ def test_the_worst_case_sizes_hold_at_every_limit():
 
 @pytest.fixture
 def small(server_config, start_server):
-    """A server at the smallest message size, with SKU-0..SKU-19 in stock for tmall."""
-    st = start_server(dataclasses.replace(server_config, message_bytes_max=MIB))
+    """A server at the smallest message size, with SKU-0..SKU-19 in stock for tmall
+    (durability async: what is measured here is sizes, not disks)."""
+    st = start_server(dataclasses.replace(server_config, message_bytes_max=MIB,
+                                          durability="async"))
     eng = seed_book(st.engine)
     eng.import_rows([(f"SKU-{k}", "WH-EAST", "online", 100_000) for k in range(20)])
     return st
@@ -82,7 +84,7 @@ def _many_lines(n: int, prefix: str = "o") -> list[R.ReserveRequest]:
 
 
 def test_session_answers_past_the_message_size_come_in_several_messages(small):
-    reqs = _many_lines(2_000)
+    reqs = _many_lines(1_600)
     msg = R.SessionRequest(ops=[R.Operation(id=i, reserve=r) for i, r in enumerate(reqs)])
     assert msg.ByteSize() < MIB
 
@@ -95,10 +97,10 @@ def test_session_answers_past_the_message_size_come_in_several_messages(small):
             return [resp async for resp in call]
 
     responses = run(main())
-    assert len(responses) > 2  # about 2 MB of answers, cut at half a MiB
-    assert all(r.ByteSize() <= MIB for r in responses)
+    assert sum(r.ByteSize() for r in responses) > MIB  # more than one message could hold
+    assert len(responses) > 2 and all(r.ByteSize() <= MIB for r in responses)
     answers = {a.id: a for r in responses for a in r.results}
-    assert len(answers) == 2_000
+    assert len(answers) == 1_600
     assert {a.result.outcome for a in answers.values()} == {T.OUTCOME_OK}
 
 
