@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 
 import grpc
 import pytest
@@ -250,10 +251,19 @@ def test_metrics_endpoint(server_config, start_server):
                                              metadata=ADMIN, timeout=10)
 
     run(main())
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    refused = ('stockgate_grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",'
+               'grpc_method="Reserve"} 1.0')
+    # A refused call is counted once its handler has unwound, which may be a moment
+    # after the caller got the status: scrape until it is in.
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                      timeout=10).read().decode()
+        if refused in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert 'stockgate_grpc_server_handled_total{grpc_code="OK",grpc_method="Reserve"} 2.0' in text
-    assert ('stockgate_grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",'
-            'grpc_method="Reserve"} 1.0') in text
+    assert refused in text
     assert 'stockgate_reservation_outcomes_total{outcome="OK"} 1.0' in text
     assert 'stockgate_reservation_outcomes_total{outcome="INSUFFICIENT_STOCK"} 1.0' in text
     assert "stockgate_operations_in_flight 0.0" in text
