@@ -60,6 +60,7 @@ class Admission:
                                     "nothing was done")
 
     def leave(self, n: int = 1) -> None:
+        """n operations are answered: count them out."""
         self.ops -= n
 
     async def resumed(self) -> None:

@@ -159,11 +159,12 @@ class Server:
                                               interceptors=interceptors)
         self.reservations = ReservationsService(
             engine, auth, admission, session_inflight_ops_max=c.session_inflight_ops_max,
-            on_failure=self._failed)
+            message_bytes_max=c.message_bytes_max, on_failure=self._failed)
         self.inventory = InventoryService(engine, auth, admission, on_failure=self._failed)
-        self.hub = WatchHub(engine, streams_max=c.watch_streams_max)
+        self.hub = WatchHub(engine, admission, streams_max=c.watch_streams_max)
         self.watch = WatchService(self.hub, auth, admission,
-                                  coalesce_ms_default=c.watch_coalesce_ms)
+                                  coalesce_ms_default=c.watch_coalesce_ms,
+                                  message_bytes_max=c.message_bytes_max)
         reservations_pb2_grpc.add_ReservationsServicer_to_server(self.reservations, server)
         inventory_pb2_grpc.add_InventoryServicer_to_server(self.inventory, server)
         watch_pb2_grpc.add_WatchServicer_to_server(self.watch, server)
@@ -171,15 +172,19 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        if creds is None:
-            port = server.add_insecure_port(c.listen)
-        else:
-            port = server.add_secure_port(c.listen, creds)
-        if not port and c.port:
-            raise ConfigError(f"listen {c.listen}: cannot bind (in use, or not an address "
-                              "of this host)")
+        try:
+            if creds is None:
+                port = server.add_insecure_port(c.listen)
+            else:
+                port = server.add_secure_port(c.listen, creds)
+        except RuntimeError:  # grpcio: "Failed to bind to address ..."
+            port = 0
+        if not port:
+            raise ConfigError(f"listen {c.listen}: cannot bind (the port is in use, or the "
+                              "host is not an address of this machine); free the port or "
+                              "choose another, or listen on 127.0.0.1:0 for any free port")
         self.port = port
-        self.hub.attach(asyncio.get_running_loop())
+        await self.hub.attach()
         engine.listen(self._durable)
         await server.start()
         if self.metrics is not None:
@@ -256,17 +261,21 @@ class ServerThread:
 
     @property
     def address(self) -> str:
+        """host:port the server listens on."""
         return self.server.address
 
     @property
     def port(self) -> int:
+        """The port the server listens on."""
         return self.server.port
 
     @property
     def engine(self) -> Engine:
+        """The server's engine (tests seed it directly)."""
         return self.server.engine
 
     def start(self) -> ServerThread:
+        """Start the server in its thread and wait until it serves (or raise why not)."""
         self._thread.start()
         if not self._ready.wait(SERVER_START_TIMEOUT_S):
             raise TimeoutError("the server did not start in time")

@@ -5,19 +5,25 @@ to channels: it may reserve, commit, release, extend and amend (and their batch 
 Session forms), read availability and reservations, and watch, for those channels only.
 A channel token naming a reservation of another channel is answered as if the
 reservation did not exist (OUTCOME_NOT_FOUND, or NOT_FOUND for GetReservation), so a
-token never learns which ids other channels use.
+token never learns which ids other channels use. Ids are one namespace, so reserving with
+another channel's id is OUTCOME_ID_CONFLICT, with nothing of that reservation in it.
 
-Secrets are compared in constant time against every configured token and never logged.
-With no tokens configured, auth is off and every caller is admin.
+Secrets are compared in constant time against every configured token and never logged:
+both sides are hashed (SHA-256) first, so the comparison takes as long whatever the
+secrets' lengths. With no tokens configured, auth is off and every caller is admin.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+
+from stockgate.engine import Outcome, Result
 
 from .config import TokenGrant
 from .status import permission_denied, unauthenticated
@@ -35,13 +41,17 @@ class Caller:
 
     @property
     def admin(self) -> bool:
+        """True for an admin token (or with auth off)."""
         return self.channels is None
 
     def may_use(self, channel: str) -> bool:
+        """True when the caller may act for `channel`."""
         return self.channels is None or channel in self.channels
 
 
 ANYONE = Caller("anonymous", None)  # auth is off
+NOT_FOUND_RESULT = Result(Outcome.NOT_FOUND)  # what a channel token sees of another's reservation
+CONFLICT_RESULT = Result(Outcome.ID_CONFLICT)  # ... and of another's id it reserved with
 
 
 class Authenticator:
@@ -50,7 +60,7 @@ class Authenticator:
     def __init__(self, tokens: Mapping[str, TokenGrant]) -> None:
         self.enabled = bool(tokens)
         self._tokens = [
-            (g.secret.encode(), Caller(name, None if g.admin else frozenset(g.channels)))
+            (_digest(g.secret.encode()), Caller(name, None if g.admin else frozenset(g.channels)))
             for name, g in tokens.items()
         ]
 
@@ -70,10 +80,10 @@ class Authenticator:
             header = header.decode("latin-1")
         if header[:len(BEARER)].lower() != BEARER:
             raise unauthenticated("the authorization metadata must be 'Bearer <token>'")
-        presented = header[len(BEARER):].strip().encode()
+        presented = _digest(header[len(BEARER):].strip().encode())
         found = None
-        # Every token is compared, found or not, so timing tells nothing about which
-        # one (or which prefix) matched.
+        # Every token is compared, found or not, and digests all have one length, so
+        # timing tells nothing about which one (or which prefix, or how long) matched.
         for secret, caller in self._tokens:
             if hmac.compare_digest(secret, presented) and found is None:
                 found = caller
@@ -98,6 +108,21 @@ class Authenticator:
         return caller
 
 
+def own(channels: frozenset[str], r: Any) -> Any:
+    """What a channel token may see of an answer: an ID_CONFLICT with a reservation of
+    a channel not among `channels` loses the reservation (ids are one namespace: the
+    conflict tells only that the id is taken)."""
+    if type(r) is Result and r.outcome == Outcome.ID_CONFLICT and r.reservation is not None \
+            and r.reservation.channel not in channels:
+        return CONFLICT_RESULT
+    return r
+
+
+def _digest(secret: bytes) -> bytes:
+    return hashlib.sha256(secret).digest()
+
+
 def denied_channel(caller: Caller, channel: str, field: str = "channel"):
+    """PERMISSION_DENIED for acting for a channel not among the token's, naming `field`."""
     return permission_denied(f"{field} {channel!r} is not one of token {caller.name!r}'s "
                              "channels", field)

@@ -112,6 +112,7 @@ def _now_ms() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `stockgate` command's parser, every subcommand with its flags."""
     env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="stockgate", description="stockgate: a reservation engine for multi-channel "
@@ -265,14 +266,17 @@ class Output:
         self.err = err
 
     def json(self, value: Any) -> None:
+        """Print a value as JSON (with --json)."""
         self.out.write(json.dumps(_plain(value), ensure_ascii=False, sort_keys=True) + "\n")
         self.out.flush()
 
     def text(self, line: str = "") -> None:
+        """Print a line for people (without --json)."""
         self.out.write(line + "\n")
         self.out.flush()
 
     def error(self, kind: str, message: str, field: str = "", fix: str = "") -> None:
+        """Report an error to stderr: what, the field at fault and the fix."""
         if self.as_json:
             body = {"error": kind, "message": message}
             if field:

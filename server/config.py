@@ -23,7 +23,9 @@ ADMIN_TOKEN_NAME = "admin"
 
 # Every setting's limits, units last.
 MESSAGE_BYTES_DEFAULT = 4 * 1024 * 1024  # a Session message of 10,000 reserves fits twice
-MESSAGE_BYTES_MIN = 64 * 1024
+# One answer at every limit (wire.RESULT_BYTES_MAX, about 460 KiB: 100 lines drawn from 32
+# sources each) must fit in half a message, so a response can always be cut to size.
+MESSAGE_BYTES_MIN = 1024 * 1024
 MESSAGE_BYTES_MAX = 256 * 1024 * 1024
 INFLIGHT_OPS_DEFAULT = 100_000  # operations started and not answered yet, server-wide
 INFLIGHT_OPS_MAX = 10_000_000
@@ -73,10 +75,12 @@ class Setting:
 
     @property
     def flag(self) -> str:
+        """The command-line flag, e.g. --listen."""
         return "--" + self.name.replace("_", "-")
 
     @property
     def env(self) -> str:
+        """The environment variable, e.g. STOCKGATE_LISTEN."""
         return ENV_PREFIX + self.name.upper()
 
 
@@ -89,14 +93,16 @@ SETTINGS: tuple[Setting, ...] = (
             limits.MAP_SIZE_BYTES_MIN, limits.MAP_SIZE_BYTES_MAX),
     Setting("map_size_bytes_max", int, "the LMDB map never grows past this",
             limits.MAP_SIZE_BYTES_MIN, limits.MAP_SIZE_BYTES_MAX),
-    Setting("message_bytes_max", int, "largest request or response message; a larger one "
-            "is refused by gRPC with RESOURCE_EXHAUSTED", MESSAGE_BYTES_MIN, MESSAGE_BYTES_MAX),
+    Setting("message_bytes_max", int, "largest request or response message; a larger "
+            "request is refused by gRPC with RESOURCE_EXHAUSTED; Session and Watch answers "
+            "are cut to fit, a batch call whose answer could not fit is refused",
+            MESSAGE_BYTES_MIN, MESSAGE_BYTES_MAX),
     Setting("inflight_ops_max", int, "operations started and not yet answered, across the "
-            "server; past it calls are shed with RESOURCE_EXHAUSTED and a retry hint",
-            1, INFLIGHT_OPS_MAX),
-    Setting("session_inflight_ops_max", int, "operations of one Session stream in flight; "
-            "past it the server stops reading that stream until answers go out",
-            1, SESSION_INFLIGHT_OPS_MAX),
+            "server; past it calls are shed with RESOURCE_EXHAUSTED and a retry hint; a "
+            "batch call of more requests is INVALID_ARGUMENT", 1, INFLIGHT_OPS_MAX),
+    Setting("session_inflight_ops_max", int, "operations of one Session stream started "
+            "and not yet answered on the stream; past it the server stops reading that "
+            "stream until answers are written", 1, SESSION_INFLIGHT_OPS_MAX),
     Setting("streams_per_connection_max", int, "concurrent streams of one HTTP/2 connection "
             "(grpc.max_concurrent_streams)", 1, STREAMS_PER_CONNECTION_MAX),
     Setting("watch_streams_max", int, "Watch subscriptions open at once; past it Subscribe "
@@ -151,14 +157,17 @@ class Config:
 
     @property
     def tls(self) -> bool:
+        """True when the server speaks TLS (tls_cert and tls_key are set)."""
         return self.tls_cert is not None
 
     @property
     def host(self) -> str:
+        """The host part of listen, without IPv6 brackets."""
         return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
+        """The port part of listen (0: any free port)."""
         return split_listen(self.listen)[1]
 
 
@@ -172,6 +181,7 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -211,6 +221,9 @@ def validate(config: Config) -> None:
         where = f"tokens.{name}"
         if not isinstance(grant, TokenGrant):
             raise ConfigError(f"{where} must be a TokenGrant")
+        if not grant.secret.isascii():
+            raise ConfigError(f"{where}.secret must be ASCII: gRPC metadata carries ASCII "
+                              "only, so no client could send it")
         n = len(grant.secret.encode())
         if not TOKEN_SECRET_BYTES_MIN <= n <= TOKEN_SECRET_BYTES_MAX:
             raise ConfigError(f"{where}.secret is {n} bytes; it must be between "

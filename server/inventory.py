@@ -35,7 +35,10 @@ def _opt(s: str) -> str | None:
 
 
 class InventoryService(inventory_pb2_grpc.InventoryServicer):
-    """Every method needs an admin token except GetAvailability and GetReservation."""
+    """Every method needs an admin token except GetAvailability and GetReservation.
+
+    Each method named like an RPC is that RPC of proto/stockgate/v1/inventory.proto,
+    which documents it."""
 
     def __init__(self, engine: Engine, auth: Authenticator, admission: Admission, *,
                  on_failure: Callable[[BaseException], None] = lambda exc: None) -> None:
@@ -43,6 +46,7 @@ class InventoryService(inventory_pb2_grpc.InventoryServicer):
         self._auth = auth
         self._admission = admission
         self._on_failure = on_failure
+        self._checks: set[asyncio.Task] = set()  # consistency checks running
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any],
                     *args: Any, thread: bool = True, admin: bool = True, **kwargs: Any) -> Any:
@@ -247,11 +251,13 @@ class InventoryService(inventory_pb2_grpc.InventoryServicer):
         try:
             self._auth.admin(context)
             adm.admit(context)
-            try:
-                async with adm.pause():
-                    report = await asyncio.to_thread(self._engine.check)
-            finally:
-                adm.leave()
+            # The check runs to its end even when its caller gives up (deadline, cancel):
+            # engine.check() cannot be stopped, and until it returns every engine call
+            # would wait on the loop, so new work stays held back until then.
+            task = asyncio.get_running_loop().create_task(self._check())
+            self._checks.add(task)
+            task.add_done_callback(self._checked)
+            report = await asyncio.shield(task)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             self._on_failure(exc)
             await abort(context, exc)
@@ -259,3 +265,17 @@ class InventoryService(inventory_pb2_grpc.InventoryServicer):
             ok=report.ok, drifts=report.drifts, buckets=report.buckets,
             live_reservations=report.live_reservations, events=report.events,
             totals=report.totals)
+
+    async def _check(self):
+        """engine.check() on a worker thread, new engine work held back meanwhile."""
+        adm = self._admission
+        try:
+            async with adm.pause():
+                return await asyncio.to_thread(self._engine.check)
+        finally:
+            adm.leave()
+
+    def _checked(self, task: asyncio.Task) -> None:
+        self._checks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._on_failure(task.exception())  # also when nobody waits for it any more

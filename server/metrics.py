@@ -48,13 +48,16 @@ class Metrics:
         self._http = None
 
     def serve(self, host: str, port: int) -> None:
+        """Serve /metrics over HTTP on host:port, from a thread of its own."""
         self._http, _ = start_http_server(port, addr=host, registry=self.registry)
 
     @property
     def port(self) -> int | None:
+        """The port /metrics is served on, once serving."""
         return None if self._http is None else self._http.server_port
 
     def close(self) -> None:
+        """Stop serving /metrics. Idempotent."""
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

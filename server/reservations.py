@@ -1,5 +1,5 @@
 """The Reservations service: Reserve, Commit, Release, Extend, Amend, their batch forms,
-and Session.
+and Session (the stream itself: session.py; unary group commit: turns.py).
 
 Every path feeds the engine's group commit: unary reserves of one loop are coalesced by
 engine.aio.reserve() into one decision pass, batches and Session messages go through
@@ -9,32 +9,23 @@ between a decision and its staging into the open batch.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from stockgate.engine import Engine, InvalidArgument, Outcome, Result, limits
+from stockgate.engine import Conflict, Engine, InvalidArgument, limits
 from stockgate.engine.limits import check_count, check_id, check_int, check_qty
 from stockgate.v1 import reservations_pb2, reservations_pb2_grpc, types_pb2
 
 from . import wire
 from .admission import Admission
-from .auth import Authenticator, Caller, denied_channel
-from .status import CallError, abort, deadline_exceeded, fill_error, prefixed, unavailable
+from .auth import NOT_FOUND_RESULT, Authenticator, Caller, denied_channel, own
+from .session import SessionStream
+from .status import CallError, abort, prefixed
+from .turns import Turns
 
-log = logging.getLogger("stockgate.server")
-
-BATCH_OPS_MAX = limits.BATCH_OPS_MAX  # requests per batch call, operations per Session message
-SESSION_RESULTS_PER_MESSAGE_MAX = limits.BATCH_OPS_MAX  # answers in one SessionResponse
-SESSION_SWEEP_MS = 10  # how often ops held back are checked against their timeout_ms
-OP_KINDS = ("reserve", "commit", "release", "extend", "amend")
-
-_NOT_FOUND = Result(Outcome.NOT_FOUND)  # what a channel token sees of another's reservation
-_NO_OP = InvalidArgument("op", f"is not set; give one of {', '.join(OP_KINDS)}")
+BATCH_OPS_MAX = limits.BATCH_OPS_MAX  # requests per batch call
 
 
 def _single_reserve_field(exc: BaseException) -> BaseException:
@@ -58,53 +49,24 @@ def check_op(kind: str, m: Any) -> None:
             check_qty(f"lines[{i}].qty", ln.qty)
 
 
-class Turns:
-    """Group commit for unary calls. While one group of calls is on its way to disk, the
-    calls that arrive wait, and go together, in one step of the loop, when it is done:
-    engine.aio.reserve() then decides them in one pass and the writer makes them
-    durable in one transaction. With nothing in flight a call goes at once, so an idle
-    server adds no latency; under load the groups grow with the fsync time instead of
-    each call paying for its own decision pass and a share of a tiny transaction."""
-
-    def __init__(self) -> None:
-        self.running = 0  # calls of the current group not answered yet
-        self._open = False  # the current group still takes calls (this loop step)
-        self._next: asyncio.Future[None] | None = None
-
-    async def enter(self) -> None:
-        if self.running and not self._open:
-            if self._next is None:
-                self._next = asyncio.get_running_loop().create_future()
-            # Shared by every waiter: one waiter's cancel must not cancel the others.
-            await asyncio.shield(self._next)
-        self.running += 1
-        if not self._open:
-            self._open = True
-            asyncio.get_running_loop().call_soon(self._close)
-
-    def _close(self) -> None:
-        self._open = False
-
-    def leave(self) -> None:
-        self.running -= 1
-        if not self.running and self._next is not None:
-            nxt, self._next = self._next, None
-            nxt.set_result(None)
-
-
 class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
-    """The hot path. `on_failure` hears of store failures (health goes NOT_SERVING)."""
+    """The hot path. `on_failure` hears of store failures (health goes NOT_SERVING).
+
+    Each method named like an RPC is that RPC of proto/stockgate/v1/reservations.proto,
+    which documents it (fields, units, limits)."""
 
     def __init__(self, engine: Engine, auth: Authenticator, admission: Admission, *,
-                 session_inflight_ops_max: int,
+                 session_inflight_ops_max: int, message_bytes_max: int,
                  on_failure: Callable[[BaseException], None] = lambda exc: None) -> None:
         self._engine = engine
         self._aio = engine.aio
         self._auth = auth
         self._admission = admission
         self._session_ops_max = session_inflight_ops_max
+        self._message_bytes_max = message_bytes_max
+        self._answer_bytes = wire.answer_bytes_target(message_bytes_max)
         self._on_failure = on_failure
-        self._sessions: set[_Session] = set()
+        self._sessions: set[SessionStream] = set()
         self._turns = Turns()
         self.session_messages = 0  # Session request messages read, since start
 
@@ -155,6 +117,60 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         self._turns.leave()
         self._admission.leave()
 
+    def _check_ops_max(self, n: int) -> None:
+        """A batch larger than the server's in-flight bound could never be admitted:
+        refuse it as malformed instead of shedding it forever."""
+        ops_max = self._admission.ops_max
+        if n > ops_max:
+            raise InvalidArgument("requests", f"has {n} items; this server takes at most "
+                                  f"{ops_max} operations in flight (inflight_ops_max), "
+                                  "so one call may carry at most that many")
+
+    def _check_answer_fits(self, request: Any, converted: list) -> None:
+        """Refuse (InvalidArgument, before anything is done) a ReserveBatch whose answer
+        could pass message_bytes_max: each result spells its request again (ids, SKUs,
+        quantities, and once more the committed lines of a replay), plus fixed fields
+        and the allocations of each line, at most one per source of its channel."""
+        limit = self._message_bytes_max
+        est = 2 * request.ByteSize()
+        if est + len(converted) * wire.RESULT_BYTES_MAX <= limit:
+            return  # the common case: even the largest answers would fit
+        channels = self._engine.channels()
+        per_line: dict[str, int] = {}
+        lines = 0
+        for req in converted:
+            n = len(req.lines)
+            lines += n
+            if req.campaign is not None:
+                alloc = wire.CAMPAIGN_ALLOCATION_BYTES_MAX
+            else:
+                alloc = per_line.get(req.channel)
+                if alloc is None:
+                    found = channels.get(req.channel)
+                    alloc = per_line[req.channel] = (
+                        wire.allocation_bytes(found[0]) if found else 0)
+            est += n * alloc
+        est += len(converted) * wire.RESULT_FIXED_BYTES + lines * wire.LINE_FIXED_BYTES
+        if est > limit:
+            raise InvalidArgument(
+                "requests", f"could take {est} bytes to answer ({len(converted)} "
+                f"reservations, {lines} lines); the limit of one message "
+                f"(message_bytes_max) is {limit} bytes: send fewer lines per call, or "
+                "use Session, whose answers are cut to size")
+
+    def _fits(self, resp: reservations_pb2.BatchResponse) -> reservations_pb2.BatchResponse:
+        """A batch answer, or Conflict when it is past message_bytes_max (replays of
+        reservations amended to more lines than their requests, conflicts with larger
+        ones): what it answers was done, smaller batches with the same ids read it."""
+        size = resp.ByteSize()
+        if size > self._message_bytes_max:
+            raise Conflict("requests", f"were done (each as its answer would have said), "
+                           f"but their answer is {size} bytes, past the limit of one "
+                           f"message (message_bytes_max, {self._message_bytes_max} bytes); "
+                           "send them again in smaller batches, with the same ids, to read "
+                           "their answers")
+        return resp
+
     # ------------------------------------------------------------------ unary
 
     async def Reserve(self, request, context):
@@ -173,6 +189,8 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                     if request.prefer_locations else ())
             finally:
                 self._done()
+            if caller.channels is not None:
+                r = own(caller.channels, r)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._fail(context, exc)
         return wire.result(r)
@@ -184,7 +202,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             try:
                 # The ownership check and the decision run in one step of the loop.
                 if self.foreign(caller, request.reservation_id):
-                    r = _NOT_FOUND
+                    r = NOT_FOUND_RESULT
                 elif kind == "commit":
                     r = await self._aio.commit(request.reservation_id,
                                                wire.commit_lines(request.lines))
@@ -219,6 +237,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             caller = self._auth.caller(context)
             reqs = request.requests
             check_count("requests", len(reqs), 1, BATCH_OPS_MAX)
+            self._check_ops_max(len(reqs))
             if caller.channels is not None:
                 for i, m in enumerate(reqs):
                     if m.channel not in caller.channels:
@@ -226,6 +245,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             converted = [wire.reserve_request(m) for m in reqs]
             await self._start(context, len(reqs))
             try:
+                self._check_answer_fits(request, converted)
                 # All or nothing: a malformed or unusable request raises before any is
                 # decided.
                 results = await self._aio.reserve_many(converted)
@@ -233,15 +253,19 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                 raise _single_reserve_field(exc) if len(reqs) == 1 else exc from None
             finally:
                 self._admission.leave(len(reqs))
+            if caller.channels is not None:
+                results = [own(caller.channels, r) for r in results]
+            resp = self._fits(_batch_response(results))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._fail(context, exc)
-        return _batch_response(results)
+        return resp
 
     async def _batch(self, context, kind: str, reqs) -> reservations_pb2.BatchResponse:
         try:
             caller = self._auth.caller(context)
             n = len(reqs)
             check_count("requests", n, 1, BATCH_OPS_MAX)
+            self._check_ops_max(n)
             for i, m in enumerate(reqs):
                 try:
                     check_op(kind, m)
@@ -253,7 +277,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                 ops, where = [], []
                 for i, m in enumerate(reqs):
                     if self.foreign(caller, m.reservation_id):
-                        slots[i] = _NOT_FOUND
+                        slots[i] = NOT_FOUND_RESULT
                     else:
                         ops.append(wire.op_of(kind, m))
                         where.append(i)
@@ -268,9 +292,10 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                     # (overload, shutdown, a commit over what is held); the others may
                     # be done: the same ids replay them.
                     raise prefixed(slot, f"requests[{i}].")
+            resp = self._fits(_batch_response(slots))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._fail(context, exc)
-        return _batch_response(slots)
+        return resp
 
     async def CommitBatch(self, request, context):
         return await self._batch(context, "commit", request.requests)
@@ -291,7 +316,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             caller = self._auth.caller(context)
         except CallError as exc:
             await abort(context, exc)
-        session = _Session(self, caller, context)
+        session = SessionStream(self, caller, context)
         self._sessions.add(session)
         try:
             await session.serve(request_iterator)
@@ -309,205 +334,4 @@ def _batch_response(results) -> reservations_pb2.BatchResponse:
     out = resp.results
     for r in results:
         wire.fill_result(out.add(), r)
-    return resp
-
-
-class _Session:
-    """One Session stream: ops are read, held back while the stream has too many in
-    flight (or a check runs), started a message at a time through engine.aio.apply(),
-    and answered as they become durable, many answers per response message."""
-
-    def __init__(self, service: ReservationsService, caller: Caller,
-                 context: grpc.aio.ServicerContext) -> None:
-        self.svc = service
-        self.caller = caller
-        self.context = context
-        self.loop = asyncio.get_running_loop()
-        self.bound = service._session_ops_max
-        self.waiting: collections.deque[tuple[int, str, Any, float | None]] = (
-            collections.deque())
-        self.answers: list[tuple[int, Any]] = []
-        self.inflight = 0
-        self.reading = True
-        self.stopping = False
-        self.wake = asyncio.Event()
-        self.room = asyncio.Event()
-        self.room.set()
-        self.sweep: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task] = set()
-
-    async def serve(self, request_iterator: AsyncIterator) -> None:
-        reader = self.loop.create_task(self.read(request_iterator))
-        context = self.context
-        try:
-            while True:
-                await self.wake.wait()
-                self.wake.clear()
-                while self.answers:
-                    chunk = self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
-                    del self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
-                    await context.write(_session_response(chunk))
-                if (not self.reading or self.stopping) and not self.inflight \
-                        and not self.waiting:
-                    break
-        finally:
-            reader.cancel()
-            if self.sweep is not None:
-                self.sweep.cancel()
-        if reader.done() and not reader.cancelled() and reader.exception() is not None:
-            exc = reader.exception()
-            if not isinstance(exc, (asyncio.CancelledError, grpc.aio.AioRpcError)):
-                await abort(context, exc)
-        if self.stopping:
-            await abort(context, unavailable(
-                "the server is shutting down; every operation read was answered; "
-                "send the others again, with the same ids, to another server or later"))
-
-    async def read(self, request_iterator: AsyncIterator) -> None:
-        try:
-            async for req in request_iterator:
-                self.svc.session_messages += 1
-                self.take(req)
-                while len(self.waiting) >= self.bound and not self.stopping:
-                    self.room.clear()
-                    await self.room.wait()
-                if self.stopping:
-                    break
-        finally:
-            self.reading = False
-            self.wake.set()
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.room.set()
-        while self.waiting:
-            op_id = self.waiting.popleft()[0]
-            self.answers.append((op_id, unavailable(
-                "the server is shutting down; nothing was done; retry with the same id")))
-        self.wake.set()
-
-    def take(self, req: reservations_pb2.SessionRequest) -> None:
-        """Queue the ops of one message, answering the malformed ones at once."""
-        now = self.loop.time()
-        ops = req.ops
-        answers = self.answers
-        if len(ops) > BATCH_OPS_MAX:
-            too_many = InvalidArgument("ops", f"has {len(ops)} items in one message; the "
-                                              f"limit is {BATCH_OPS_MAX}")
-            answers.extend((op.id, too_many) for op in ops)
-            self.wake.set()
-            return
-        channels = self.caller.channels
-        waiting = self.waiting
-        for op in ops:
-            kind = op.WhichOneof("op")
-            if kind is None:
-                answers.append((op.id, _NO_OP))
-                continue
-            m = getattr(op, kind)
-            if channels is not None and kind == "reserve" and m.channel not in channels:
-                answers.append((op.id, denied_channel(self.caller, m.channel)))
-                continue
-            t = op.timeout_ms
-            if t < 0:
-                answers.append((op.id, InvalidArgument(
-                    "timeout_ms", f"is {t}; it must be 0 (no limit) or more")))
-                continue
-            waiting.append((op.id, kind, m, now + t / 1000 if t else None))
-        self.pump()
-        if answers:
-            self.wake.set()
-
-    def pump(self) -> None:
-        """Start held-back ops while the stream has room."""
-        waiting = self.waiting
-        adm = self.svc._admission
-        while waiting and self.inflight < self.bound:
-            k = min(len(waiting), self.bound - self.inflight, BATCH_OPS_MAX)
-            batch = [waiting.popleft() for _ in range(k)]
-            refusal = adm.refusal(k)
-            if refusal is not None:
-                self.answers.extend((b[0], refusal) for b in batch)
-                self.wake.set()
-                continue
-            self.inflight += k
-            task = self.loop.create_task(self.run(batch))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        if len(waiting) < self.bound:
-            self.room.set()
-        if waiting and self.sweep is None and any(w[3] is not None for w in waiting):
-            self.sweep = self.loop.call_later(SESSION_SWEEP_MS / 1000, self.expire)
-
-    def expire(self) -> None:
-        """Answer held-back ops whose timeout_ms passed (they are never started)."""
-        self.sweep = None
-        now = self.loop.time()
-        keep = collections.deque()
-        for w in self.waiting:
-            if w[3] is not None and now > w[3]:
-                self.answers.append((w[0], _timed_out()))
-            else:
-                keep.append(w)
-        if len(keep) != len(self.waiting):
-            self.waiting = keep
-            self.wake.set()
-        self.pump()
-
-    async def run(self, batch: list[tuple[int, str, Any, float | None]]) -> None:
-        """Decide a batch of ops in one engine.aio.apply() and queue their answers."""
-        svc = self.svc
-        adm = svc._admission
-        answers = self.answers
-        try:
-            if adm.paused:
-                await adm.resumed()
-            now = self.loop.time()
-            ids, ops = [], []
-            check_owner = self.caller.channels is not None
-            # From here to the decisions inside apply() nothing awaits.
-            for op_id, kind, m, deadline in batch:
-                if deadline is not None and now > deadline:
-                    answers.append((op_id, _timed_out()))
-                    continue
-                if check_owner and kind != "reserve":
-                    try:
-                        if svc.foreign(self.caller, m.reservation_id):
-                            answers.append((op_id, _NOT_FOUND))
-                            continue
-                    except InvalidArgument as exc:
-                        answers.append((op_id, exc))
-                        continue
-                ids.append(op_id)
-                ops.append(wire.op_of(kind, m))
-            if ops:
-                try:
-                    slots = await svc._aio.apply(ops)
-                except Exception as exc:  # noqa: BLE001 - the store or the engine: all fail
-                    svc._on_failure(exc)
-                    slots = [exc] * len(ops)
-                answers.extend(zip(ids, slots))
-        finally:
-            adm.leave(len(batch))
-            self.inflight -= len(batch)
-            self.wake.set()
-            if not self.stopping:
-                self.pump()
-
-
-def _timed_out() -> CallError:
-    return deadline_exceeded("waited longer than its timeout_ms before it could start; "
-                             "nothing was done")
-
-
-def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionResponse:
-    resp = reservations_pb2.SessionResponse()
-    results = resp.results
-    fill_result = wire.fill_result
-    for op_id, answer in chunk:
-        out = results.add(id=op_id)
-        if isinstance(answer, BaseException):
-            fill_error(out.error, answer)
-        else:
-            fill_result(out.result, answer)
     return resp

@@ -53,22 +53,27 @@ class CallError(Exception):
 
 
 def unauthenticated(message: str) -> CallError:
+    """A missing, malformed or unknown token."""
     return CallError(SC.UNAUTHENTICATED, message)
 
 
 def permission_denied(message: str, field: str = "") -> CallError:
+    """A token out of its rights (`field` names what it asked for)."""
     return CallError(SC.PERMISSION_DENIED, message, field=field)
 
 
 def shed(message: str, retry_after_ms: int) -> CallError:
+    """Overload: RESOURCE_EXHAUSTED with a retry hint."""
     return CallError(SC.RESOURCE_EXHAUSTED, message, retry_after_ms=retry_after_ms)
 
 
 def unavailable(message: str) -> CallError:
+    """The server cannot do it now (shutting down); the same ids may be sent again."""
     return CallError(SC.UNAVAILABLE, message)
 
 
 def deadline_exceeded(message: str) -> CallError:
+    """The caller's deadline passed before the work started (nothing was done)."""
     return CallError(SC.DEADLINE_EXCEEDED, message)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 
 import grpc
 import pytest
@@ -165,16 +166,16 @@ def test_shedding_past_the_in_flight_bound(server_config, start_server):
 
 def test_oversized_message_is_refused_by_grpc_but_sold_out_is_an_outcome(server_config,
                                                                           start_server):
-    st = start_server(dataclasses.replace(server_config, message_bytes_max=64 * 1024))
+    st = start_server(dataclasses.replace(server_config, message_bytes_max=1 << 20))
     eng = seed_book(st.engine)
     eng.receive("SKU-1", "WH-EAST", 1, pool="online")
 
     async def main():
         async with connect(st.address) as s:
             big = R.ReserveBatchRequest(requests=[
-                reserve(f"order-with-a-long-id-{i:06d}", "tmall", ("SKU-1", 1))
-                for i in range(3_000)])
-            assert big.ByteSize() > 64 * 1024
+                reserve(f"order-with-a-long-id-{i:06d}" + "x" * 100, "tmall", ("SKU-1", 1))
+                for i in range(8_000)])
+            assert big.ByteSize() > 1 << 20
             with pytest.raises(grpc.aio.AioRpcError) as too_big:
                 await s.reservations.ReserveBatch(big, metadata=ADMIN, timeout=10)
             ok = await s.reservations.Reserve(reserve("a", "tmall", ("SKU-1", 1)),
@@ -187,7 +188,7 @@ def test_oversized_message_is_refused_by_grpc_but_sold_out_is_an_outcome(server_
     assert too_big.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert ok.outcome == T.OUTCOME_OK
     assert sold_out.outcome == T.OUTCOME_INSUFFICIENT_STOCK
-    assert eng.reservation("order-with-a-long-id-000000") is None
+    assert eng.reservation("order-with-a-long-id-000000" + "x" * 100) is None
 
 
 def test_a_call_whose_deadline_passes_before_it_starts_does_nothing(server):
@@ -250,14 +251,24 @@ def test_metrics_endpoint(server_config, start_server):
                                              metadata=ADMIN, timeout=10)
 
     run(main())
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    refused = ('stockgate_grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",'
+               'grpc_method="Reserve"} 1.0')
+    # A refused call is counted once its handler has unwound, which may be a moment
+    # after the caller got the status: scrape until it is in.
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                      timeout=10).read().decode()
+        if refused in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert 'stockgate_grpc_server_handled_total{grpc_code="OK",grpc_method="Reserve"} 2.0' in text
-    assert ('stockgate_grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",'
-            'grpc_method="Reserve"} 1.0') in text
+    assert refused in text
     assert 'stockgate_reservation_outcomes_total{outcome="OK"} 1.0' in text
     assert 'stockgate_reservation_outcomes_total{outcome="INSUFFICIENT_STOCK"} 1.0' in text
     assert "stockgate_operations_in_flight 0.0" in text
     assert "stockgate_journal_last_seq" in text
+    assert "stockgate_session_messages_total 0.0" in text  # as docs/server.md names it
 
 
 def test_a_full_store_is_unavailable_and_not_serving_until_a_write_succeeds(server):
@@ -329,3 +340,24 @@ def test_a_session_is_answered_then_ended_unavailable_on_shutdown(server_config,
     assert ended.code() == grpc.StatusCode.UNAVAILABLE
     assert "with the same ids" in ended.details()
     assert start_server(server_config).engine.reservation("o-1") is not None
+
+
+def test_a_port_in_use_is_a_clear_error_and_exit_code_1(server_config, start_server,
+                                                        tmp_path, caplog):
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stockgate.server import ConfigError, app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(ConfigError, match=f"listen {listen}: cannot bind"):
+            start_server(dataclasses.replace(server_config, listen=listen))
+        with caplog.at_level("ERROR", logger="stockgate.server"), \
+                ThreadPoolExecutor(1) as pool:  # `stockgate serve`, on a loop of its own
+            code = pool.submit(app.main, ["--listen", listen, "--data-dir",
+                                          str(tmp_path / "cli-db")]).result(60)
+    assert code == app.EXIT_FAILED
+    assert any("cannot bind (the port is in use" in r.getMessage() for r in caplog.records)

@@ -155,3 +155,66 @@ def test_without_tokens_auth_is_off_on_loopback_only(server_config, start_server
         reserve("o-1", "tmall", ("SKU-1", 1)), timeout=10)) is None
     with pytest.raises(ConfigError, match="auth is off"):
         start_server(dataclasses.replace(open_cfg, listen="0.0.0.0:0"))
+
+
+def test_a_conflict_with_another_channels_id_carries_nothing_of_that_reservation(server):
+    # Ids are one namespace: a channel token reserving with an id another channel uses
+    # learns that the id is taken, and nothing else (channel, customer, lines, where from).
+    eng = server.engine
+    eng.receive("SKU-1", "STORE-12", 10)
+    eng.receive("SKU-1", "WH-EAST", 10, pool="online")
+    eng.reserve("p-1", "pos-12", [("SKU-1", 2)], customer="alice@example.com")
+    eng.reserve("t-1", "tmall", [("SKU-1", 2)])
+    tmall_again = reserve("t-1", "tmall", ("SKU-1", 3))  # its own id, other content
+    foreign = reserve("p-1", "tmall", ("SKU-1", 1))
+
+    async def main():
+        async with connect(server.address) as s:
+            rs = s.reservations
+            got = [await rs.Reserve(foreign, metadata=TMALL, timeout=10),
+                   (await rs.ReserveBatch(R.ReserveBatchRequest(requests=[foreign]),
+                                          metadata=TMALL, timeout=10)).results[0]]
+            session = rs.Session(metadata=TMALL, timeout=10)
+            await session.write(R.SessionRequest(ops=[
+                R.Operation(id=1, reserve=foreign), R.Operation(id=2, reserve=tmall_again)]))
+            await session.done_writing()
+            answers = {r.id: r.result async for resp in session for r in resp.results}
+            own = await rs.Reserve(tmall_again, metadata=TMALL, timeout=10)
+            admin = await rs.Reserve(foreign, metadata=ADMIN, timeout=10)
+            return got + [answers[1]], [answers[2], own], admin
+
+    hidden, own, admin = run(main())
+    for r in hidden:
+        assert r.outcome == T.OUTCOME_ID_CONFLICT
+        assert r == T.Result(outcome=T.OUTCOME_ID_CONFLICT)  # nothing else in it
+    # A conflict with one's own reservation, or as admin, shows the reservation.
+    for r in own:
+        assert r.outcome == T.OUTCOME_ID_CONFLICT and r.reservation.reservation_id == "t-1"
+    assert admin.outcome == T.OUTCOME_ID_CONFLICT
+    assert (admin.reservation.channel, admin.reservation.customer) == (
+        "pos-12", "alice@example.com")
+    assert sum(b.held for b in eng.stock("SKU-1")) == 4  # nothing more was held
+
+
+def test_secrets_are_compared_as_digests_of_one_length():
+    # Comparing fixed-length digests: the time taken tells nothing of a secret's length.
+    from stockgate.server.auth import Authenticator
+    from stockgate.server.config import TokenGrant
+
+    auth = Authenticator({"a": TokenGrant(secret="s" * 16, admin=True),
+                          "b": TokenGrant(secret="t" * 1_000, channels=("tmall",))})
+    assert {len(secret) for secret, _ in auth._tokens} == {32}
+
+    class Call:
+        def __init__(self, token):
+            self.token = token
+
+        def invocation_metadata(self):
+            return (("authorization", f"Bearer {self.token}"),)
+
+    assert auth.caller(Call("t" * 1_000)).name == "b"
+    from stockgate.server.status import CallError
+
+    for wrong in ("s" * 15, "s" * 17, "t" * 999):
+        with pytest.raises(CallError):
+            auth.caller(Call(wrong))

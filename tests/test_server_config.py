@@ -92,6 +92,12 @@ channels = ["tmall", "tmall-global"]
     ([], {}, f"[tokens.x]\nsecret = '{SECRET}'\nadmin = true\n[tokens.y]\n"
              f"secret = '{SECRET}'\nadmin = true\n", "tokens.y.secret is the same as tokens.x"),
     ([], {}, "this is not toml", "not valid TOML"),
+    ([], {}, "[tokens.x]\nsecret = 'très-secret-mot-de-passe'\nadmin = true\n",
+     "tokens.x.secret must be ASCII: gRPC metadata carries ASCII only"),
+    ([], {"STOCKGATE_ADMIN_TOKEN": "пароль-пароль-пароль"}, "",
+     "tokens.admin.secret must be ASCII"),
+    ([], {"STOCKGATE_MESSAGE_BYTES_MAX": "65536"}, "",
+     "message_bytes_max is 65536; it must be between 1048576"),
 ])
 def test_bad_settings_name_the_setting_and_the_fix(tmp_path, argv, env, toml, message):
     if toml:
