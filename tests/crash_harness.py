@@ -13,6 +13,8 @@ One run:
      "random"        a random moment,
      "busy-session"  while the async worker's Session stream carries a burst,
      "campaign-end"  within CAMPAIGN_END_KILL_MS of the campaign's end, either side;
+     "mid-commit"    (power-cut runs) the server kills itself right after a write it
+                     has not synced yet, the N-th of its run, N random;
    optionally cut the power on the data file (tests/powercut.py); read a copy of what
    the store holds (tests/crash_audit.py) and check its book; restart on the same port;
 3. stop the workers (each finishes its calls: the last ones land on the restarted
@@ -55,6 +57,8 @@ CAMPAIGN_END_KILL_MS = 150  # a "campaign-end" kill lands this close to the end
 BUSY_WAIT_S = 5.0  # how long to wait for a busy Session before killing anyway
 BUSY_KILL_DELAY_S = (0.0, 0.02)
 KILL_KINDS = ("random", "busy-session", "campaign-end")
+MID_COMMIT_WRITES = (1, 300)  # the unsynced write after which a "mid-commit" kill falls
+MID_COMMIT_WAIT_S = 10.0  # a server that has not died by then is killed anyway
 # A server whose store must not sync (the control that shows a power cut bites): it
 # opens LMDB without fsync, everything else as `stockgate serve`.
 UNSYNCED_SERVER = (
@@ -95,8 +99,9 @@ class ServerProcess:
         self.address = ""
         self.starts = 0
 
-    def start(self) -> int:
-        """Start it (on the port of the first start); returns the wall ms just before."""
+    def start(self, env: dict[str, str] | None = None) -> int:
+        """Start it (on the port of the first start), with `env` added to its
+        environment; returns the wall ms just before."""
         spawn_ms = wall_ms()
         args = ["--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
                 "--durability", self.plan.durability, "--shutdown-grace-ms", "5000"]
@@ -107,7 +112,7 @@ class ServerProcess:
                 else [sys.executable, "-m", "stockgate.server"])
         err = open(self.work_dir / f"server-{self.starts}.err", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(head + args, stdout=subprocess.PIPE, stderr=err,
-                                     text=True, env=self.env)
+                                     text=True, env={**self.env, **(env or {})})
         err.close()
         ready, _, _ = select.select([self.proc.stdout], [], [], SERVER_START_TIMEOUT_S)
         line = self.proc.stdout.readline() if ready else ""
@@ -119,10 +124,14 @@ class ServerProcess:
         self.port = int(self.address.rsplit(":", 1)[1])
         return spawn_ms
 
-    def kill(self) -> int:
-        """kill -9; returns the wall ms once it is gone (no decision comes after)."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+    def kill(self, wait_s: float = 0.0) -> int:
+        """kill -9, after waiting up to wait_s for it to die by itself; returns the wall
+        ms once it is gone (no decision comes after)."""
+        try:
+            self.proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
         self.proc.stdout.close()
         return wall_ms()
 
@@ -205,7 +214,16 @@ def run_crash(plan: CrashPlan, work_dir: str | os.PathLike[str]) -> Figures:
         if code != 0:
             raise fail(f"the server exited {code} on SIGTERM: {server.stderr_tail()}")
         audit.runs.append(Run(0, spawn, end, "stop"))
-        run = Run(1, server.start())
+        # Power-cut runs fail mid-commit every other round.
+        kinds = ["mid-commit" if plan.power_cut and k % 2 == 0 else rng.choice(KILL_KINDS)
+                 for k in range(plan.rounds)]
+
+        def server_env(k: int) -> dict[str, str]:
+            if k < plan.rounds and kinds[k] == "mid-commit":
+                return {"POWERCUT_KILL_AT_WRITE": str(rng.randint(*MID_COMMIT_WRITES))}
+            return {}
+
+        run = Run(1, server.start(server_env(0)))
         audit.runs.append(run)
         for i, kind in enumerate(plan.workers):
             p = ctx.Process(target=wl.worker_main, name=f"crash-worker-{i}", args=(
@@ -217,11 +235,11 @@ def run_crash(plan: CrashPlan, work_dir: str | os.PathLike[str]) -> Figures:
         try:
             for k in range(plan.rounds):
                 t0 = time.monotonic()
-                kind = rng.choice(KILL_KINDS)
+                kind = kinds[k]
                 end_ms = open_campaign(admin, k, rng, campaign_file)
                 top_up(admin, k)
                 wait_for_kill(kind, rng, end_ms, busy)
-                run.end_ms = server.kill()
+                run.end_ms = server.kill(MID_COMMIT_WAIT_S if kind == "mid-commit" else 0)
                 run.ending = kind
                 figures_kills[kind] = figures_kills.get(kind, 0) + 1
                 if plan.power_cut:
@@ -230,7 +248,7 @@ def run_crash(plan: CrashPlan, work_dir: str | os.PathLike[str]) -> Figures:
                     cuts.append(powercut.cut_power(data_dir / "data.mdb", undo_log, loss,
                                                    random.Random(rng.random())))
                 snapshot(f"round {k} ({kind} kill)", run, run.end_ms)
-                run = Run(run.index + 1, server.start())
+                run = Run(run.index + 1, server.start(server_env(k + 1)))
                 audit.runs.append(run)
                 round_s.append(time.monotonic() - t0)
             stop.set()
@@ -303,6 +321,8 @@ def top_up(admin: Client, k: int) -> None:
 
 
 def wait_for_kill(kind: str, rng: random.Random, campaign_end_ms: int, busy) -> None:
+    if kind == "mid-commit":
+        return  # the server kills itself
     if kind == "random":
         time.sleep(rng.uniform(*UPTIME_S))
     elif kind == "busy-session":

@@ -17,6 +17,10 @@
    `saved` bytes (kind 1: the old bytes at offset; kind 2: the new bytes), u32 trailer.
    kind 1: a write not yet durable (undo it); kind 2: a durable write (keep it).
 
+   POWERCUT_KILL_AT_WRITE=N makes the process SIGKILL itself right after its N-th write
+   that is not yet durable: the power fails in the middle of a commit, between writing
+   the pages and syncing them.
+
    LMDB (as py-lmdb bundles it) writes with pwrite, lseek+writev and write, syncs with
    fdatasync and writes meta pages through an O_DSYNC descriptor: all covered here. What
    is not modelled: directory entries (LMDB creates its files once), mmap'd writes (no
@@ -28,6 +32,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +55,8 @@ static char target[PATH_MAX];
 static int log_fd = -1;
 static int read_fd = -1; /* the old bytes are read through our own descriptor */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static long kill_at_write = 0; /* 0: never */
+static long pending_writes = 0;
 
 static int (*real_open)(const char *, int, ...);
 static int (*real_open64)(const char *, int, ...);
@@ -84,6 +91,9 @@ __attribute__((constructor)) static void init(void) {
     if (file == NULL || log == NULL || strlen(file) >= sizeof target)
         return;
     strcpy(target, file);
+    const char *kill_at = getenv("POWERCUT_KILL_AT_WRITE");
+    if (kill_at != NULL)
+        kill_at_write = atol(kill_at);
     log_fd = real_open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 }
 
@@ -170,6 +180,12 @@ static void log_write(int fd, off_t off, const struct iovec *iov, int iovcnt, si
     free(bytes);
 }
 
+/* After a write that is not durable yet (called with mu held): the moment to die? */
+static void written(int fd) {
+    if (tracked[fd] == TRACKED && kill_at_write > 0 && ++pending_writes == kill_at_write)
+        kill(getpid(), SIGKILL);
+}
+
 static void log_truncate(int fd, off_t length) {
     /* A shrink loses bytes a power cut could bring back: log them as a write of the old
        bytes from `length`; a growth is a write of zeros. Either way kind UNDO. */
@@ -245,6 +261,7 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) {
     pthread_mutex_lock(&mu);
     log_write(fd, off, &iov, 1, n);
     ssize_t w = real_pwrite(fd, buf, n, off);
+    written(fd);
     pthread_mutex_unlock(&mu);
     return w;
 }
@@ -262,6 +279,7 @@ ssize_t write(int fd, const void *buf, size_t n) {
     pthread_mutex_lock(&mu);
     log_write(fd, lseek(fd, 0, SEEK_CUR), &iov, 1, n);
     ssize_t w = real_write(fd, buf, n);
+    written(fd);
     pthread_mutex_unlock(&mu);
     return w;
 }
@@ -275,6 +293,7 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
     pthread_mutex_lock(&mu);
     log_write(fd, lseek(fd, 0, SEEK_CUR), iov, iovcnt, len);
     ssize_t w = real_writev(fd, iov, iovcnt);
+    written(fd);
     pthread_mutex_unlock(&mu);
     return w;
 }
@@ -288,6 +307,7 @@ ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off) {
     pthread_mutex_lock(&mu);
     log_write(fd, off, iov, iovcnt, len);
     ssize_t w = real_pwritev(fd, iov, iovcnt, off);
+    written(fd);
     pthread_mutex_unlock(&mu);
     return w;
 }
