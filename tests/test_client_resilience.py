@@ -269,3 +269,29 @@ def test_a_client_comes_back_soon_after_a_long_outage(tmp_path, kind):
     result, waited = run(scenario())
     assert result.ok
     assert waited < BACK_WITHIN_S, f"the client took {waited:.1f} s to reach the server"
+
+
+def test_a_receipt_is_never_sent_twice_but_a_setting_is(tmp_path):
+    # receive adds units: sent again after a lost answer it could add them twice, so
+    # the clients never resend it; a setting that overwrites is safe to resend.
+    from stockgate.clients import Unavailable
+    from stockgate.engine import StoreError
+
+    with running_server(tmp_path / "data") as s:
+        stock_book(s.engine)
+        attempts = []
+
+        def failing(puts, journal):
+            attempts.append(puts)
+            raise StoreError("simulated EIO")
+
+        s.engine._store.write = failing
+        with Client(s.address, client_harness.ADMIN) as client:
+            with pytest.raises(Unavailable):
+                client.receive("SKU-1", "WH-EAST", 5, timeout=1.0)
+            receipts = len(attempts)
+            with pytest.raises(Unavailable):
+                client.add_location("WH-NORTH", timeout=1.0)
+            settings = len(attempts) - receipts
+    assert receipts == 1
+    assert settings > 1
