@@ -7,7 +7,8 @@ One run:
 1. start `python -m stockgate.server` on a fresh data directory, seed the book through
    the client (a warehouse, a channel, stock), stop it with SIGTERM (it must exit 0),
    start it again: the book the workers see is durable in either mode;
-2. start the worker processes (tests/crash_workload.py); each round: open a flash-sale
+2. start the worker processes (tests/crash_workload.py) and wait until each has had an
+   answer; then each round: open a flash-sale
    campaign with a short window, top the stock up, let the workers run, then kill -9
    the server at a moment of the round's kind:
      "random"        a random moment,
@@ -117,9 +118,15 @@ class ServerProcess:
         ready, _, _ = select.select([self.proc.stdout], [], [], SERVER_START_TIMEOUT_S)
         line = self.proc.stdout.readline() if ready else ""
         if not line.strip():
+            try:
+                code = self.proc.wait(1)  # it ended (stdout closed), or it hangs
+            except subprocess.TimeoutExpired:
+                code = None
+            if code == -signal.SIGKILL and env and "POWERCUT_KILL_AT_WRITE" in env:
+                return spawn_ms  # the power failed in a commit of its recovery: the kill
             self.proc.kill()
             self.proc.wait()
-            raise RuntimeError(f"the server did not start: {self.stderr_tail()}")
+            raise RuntimeError(f"the server did not start ({code}): {self.stderr_tail()}")
         self.address = line.strip()
         self.port = int(self.address.rsplit(":", 1)[1])
         return spawn_ms
@@ -214,8 +221,9 @@ def run_crash(plan: CrashPlan, work_dir: str | os.PathLike[str]) -> Figures:
         if code != 0:
             raise fail(f"the server exited {code} on SIGTERM: {server.stderr_tail()}")
         audit.runs.append(Run(0, spawn, end, "stop"))
-        # Power-cut runs fail mid-commit every other round.
-        kinds = ["mid-commit" if plan.power_cut and k % 2 == 0 else rng.choice(KILL_KINDS)
+        # Power-cut runs fail mid-commit every other round; not the first, which must
+        # give the workers time to start and get answers.
+        kinds = ["mid-commit" if plan.power_cut and k % 2 == 1 else rng.choice(KILL_KINDS)
                  for k in range(plan.rounds)]
 
         def server_env(k: int) -> dict[str, str]:
@@ -231,6 +239,7 @@ def run_crash(plan: CrashPlan, work_dir: str | os.PathLike[str]) -> Figures:
                               plan.seed * 10 + i, str(campaign_file)), stop, busy))
             p.start()
             procs.append(p)
+        wait_for_answers(log_paths, procs)
         admin = Client(server.address, timeout=ADMIN_TIMEOUT_S)
         try:
             for k in range(plan.rounds):
@@ -286,6 +295,20 @@ def run_crash(plan: CrashPlan, work_dir: str | os.PathLike[str]) -> Figures:
     figures.power_cuts = len(cuts)
     figures.pages_lost = sum(c.pages_lost for c in cuts)
     return figures
+
+
+def wait_for_answers(log_paths: list[pathlib.Path], procs: list) -> None:
+    """Wait until every worker has had an answer, so that the first kill has something
+    to lose (a worker process takes a while to start)."""
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while True:
+        answered = [p.exists() and '"e":"ack"' in p.read_text() for p in log_paths]
+        if all(answered):
+            return
+        dead = [p.name for p in procs if not p.is_alive()]
+        if dead or time.monotonic() > deadline:
+            raise RuntimeError(f"workers without an answer: {answered}; dead: {dead}")
+        time.sleep(0.05)
 
 
 def open_campaign(admin: Client, k: int, rng: random.Random,
