@@ -245,8 +245,11 @@ SERVER_AWAY_S = 6.0
 BACK_WITHIN_S = 2.5  # capped: one reconnect backoff (1 s) and one resend backoff (1 s)
 
 
-def test_a_client_comes_back_soon_after_a_long_outage(tmp_path, kind):
+def test_a_client_comes_back_soon_after_a_long_outage(tmp_path):
+    # The sync client only: both take their channel options from Transport.options().
     from stockgate.clients import StockgateError
+
+    kind = "sync"
 
     data = tmp_path / "data"
     with running_server(data) as first:
