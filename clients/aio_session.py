@@ -83,9 +83,12 @@ class AsyncSession:
         if p.done:
             return
         self._outbox.forget(p)
-        p.settle(None, self._deadline_error())
+        p.settle(None, self._deadline_error(p))
 
-    def _deadline_error(self) -> StockgateError:
+    def _deadline_error(self, p: Pending) -> StockgateError:
+        if p.unavailable is not None:
+            return Unavailable(f"{p.unavailable} (the deadline passed while it was "
+                               "being sent again)")
         if self.last_error is not None:
             return Unavailable(f"{self.last_error.message} (the deadline passed while "
                                "reconnecting; retry with the same id)")

@@ -26,6 +26,11 @@ MESSAGE_BYTES_MAX = 4 * 1024 * 1024  # what the channel accepts in one message
 BACKOFF_INITIAL_MS = 50
 BACKOFF_MAX_MS = 1_000
 BACKOFF_MULTIPLIER = 2
+# gRPC's own reconnection of a channel's connection, which the above waits on. Its
+# defaults (1 s growing to 120 s) leave a client away for up to two minutes after a
+# server that restarted several times in a row is back; capped like the streams'.
+RECONNECT_BACKOFF_INITIAL_MS = 100
+RECONNECT_BACKOFF_MAX_MS = BACKOFF_MAX_MS
 
 # Keepalive: below the server's minimum ping interval, a client would be sent away
 # ("too_many_pings"); these match gRPC's defaults for servers.
@@ -34,3 +39,4 @@ KEEPALIVE_TIMEOUT_MS = 20_000
 
 assert SESSION_MESSAGE_BYTES_MAX + OPERATION_BYTES_MAX < MESSAGE_BYTES_MAX
 assert BACKOFF_INITIAL_MS <= BACKOFF_MAX_MS
+assert RECONNECT_BACKOFF_INITIAL_MS <= RECONNECT_BACKOFF_MAX_MS

@@ -53,7 +53,8 @@ FAIL_ALL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED,
 class Pending:
     """One caller's operation, from the call until its answer (or its deadline)."""
 
-    __slots__ = ("op", "size", "deadline", "settle", "done", "not_before", "attempts")
+    __slots__ = ("op", "size", "deadline", "settle", "done", "not_before", "attempts",
+                 "unavailable")
 
     def __init__(self, op: reservations_pb2.Operation, deadline: float,
                  settle: Callable[[Result | None, BaseException | None], None]) -> None:
@@ -67,6 +68,9 @@ class Pending:
         self.done = False
         self.not_before = 0.0  # not to be sent before (a resend after UNAVAILABLE)
         self.attempts = 0
+        # The server's last UNAVAILABLE message for it (a full disk...): what its caller
+        # is told if the deadline passes before a resend is answered.
+        self.unavailable: str | None = None
 
 
 class Outbox:
@@ -154,6 +158,7 @@ class Outbox:
             if err.code == _UNAVAILABLE:
                 # The server cannot do it now (shutting down, store failure): send the
                 # same operation again later, within the caller's deadline.
+                p.unavailable = err.message or "the server is unavailable"
                 delay = resend_delay_s(p.attempts)
                 if now + delay < p.deadline:
                     p.not_before = now + delay

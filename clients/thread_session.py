@@ -79,10 +79,13 @@ class ThreadSession:
             with self._cond:
                 if not p.done:
                     self._outbox.forget(p)
-                    raise self._deadline_error() from None
+                    raise self._deadline_error(p) from None
             return fut.result(timeout=0)  # answered just as the deadline passed
 
-    def _deadline_error(self) -> StockgateError:
+    def _deadline_error(self, p: Pending) -> StockgateError:
+        if p.unavailable is not None:
+            return Unavailable(f"{p.unavailable} (the deadline passed while it was "
+                               "being sent again)")
         if self.last_error is not None:
             return Unavailable(f"{self.last_error.message} (the deadline passed while "
                                "reconnecting; retry with the same id)")

@@ -84,6 +84,8 @@ class Transport:
             ("grpc.keepalive_timeout_ms", limits.KEEPALIVE_TIMEOUT_MS),
             ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.enable_retries", 1),  # transparent retries only: no retry policy is set
+            ("grpc.initial_reconnect_backoff_ms", limits.RECONNECT_BACKOFF_INITIAL_MS),
+            ("grpc.max_reconnect_backoff_ms", limits.RECONNECT_BACKOFF_MAX_MS),
             # Each client gets a connection of its own, so two clients in one process
             # (or a client reopened after close) never share a closing subchannel.
             ("grpc.use_local_subchannel_pool", 1),

@@ -188,7 +188,7 @@ class Campaigns:
             self._emit(now, "campaign_created", campaign=campaign_id, start_ms=start_ms,
                        end_ms=end_ms, quotas=dict(quotas))
             heapq.heappush(self._timers, (start_ms, campaign_id))
-            self._sweep_due(now)  # a window that is open already starts now
+            self._sweep_due(now, self._steady_now)  # a window open already starts now
             ticket = self._staged()
             pub = c.public()
         self._wait(ticket)

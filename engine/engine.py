@@ -27,7 +27,7 @@ from .campaigns import (
     _Campaign,
 )
 from .catalogue import Catalogue
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, clock_reader
 from .errors import (
     EngineClosed,
     InvalidArgument,
@@ -66,6 +66,9 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
     Raises InvalidArgument for malformed input (nothing changes), NotFound for unknown
     locations/channels/campaigns in admin calls, Overloaded when too much waits for the
     disk, StoreError/StoreFullError when the disk fails (nothing acknowledged is lost).
+    Opening raises CorruptRecord for a damaged or truncated data file; verify_store=False
+    skips the page-by-page check of the file (about 2 s per 100 MB) and keeps only the
+    cheap ones.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         durability: Durability = "fsync",
         map_size_bytes: int = limits.MAP_SIZE_BYTES_DEFAULT,
         map_size_bytes_max: int = limits.MAP_SIZE_BYTES_MAX,
+        verify_store: bool = True,
     ) -> None:
         if durability not in ("fsync", "async"):
             raise InvalidArgument("durability", f"is {durability!r}; use 'fsync' or 'async'")
@@ -86,15 +90,21 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         self.path = os.fspath(path)
         self.durability: Durability = durability
         self._clock: Clock = clock or SystemClock()
+        self._read_clock = clock_reader(self._clock)  # (wall, steady): clock.py says why
+        self._steady_now = 0  # steady time of the call under way, set by _begin()
         self._store = Store(path, map_size_bytes=map_size_bytes,
-                            map_size_bytes_max=map_size_bytes_max)
+                            map_size_bytes_max=map_size_bytes_max, verify_file=verify_store)
         self._lock = threading.Lock()
         self._paused = False  # check() is running: new calls wait on _resume
         self._resume = threading.Condition(self._lock)
         self._check_lock = threading.Lock()
         self._closed = False  # no new calls
         self._store_closed = False
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self._store.close()  # a store that cannot be read is not served
+            raise
         self._listeners: tuple[Callable[[int, list[dict[str, Any]]], None], ...] = ()
         self._writer = Writer(self._store, self._lock, self._cut, self._tick, self._on_failure,
                               self._durable)
@@ -269,14 +279,14 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         with self._lock:
             if self._closed:
                 return limits.SWEEP_INTERVAL_MS_MAX / 1000
-            now = self._clock.now_ms()
-            self._sweep_due(now)
-            nxt = min(
-                self._expiry[0][0] if self._expiry else now + limits.SWEEP_INTERVAL_MS_MAX,
-                self._timers[0][0] if self._timers else now + limits.SWEEP_INTERVAL_MS_MAX,
-                now + limits.SWEEP_INTERVAL_MS_MAX,
+            now, steady = self._read_clock()
+            self._sweep_due(now, steady)
+            wait = min(
+                self._expiry[0][0] - steady if self._expiry else limits.SWEEP_INTERVAL_MS_MAX,
+                self._timers[0][0] - now if self._timers else limits.SWEEP_INTERVAL_MS_MAX,
+                limits.SWEEP_INTERVAL_MS_MAX,
             )
-        return max(nxt - now, 1) / 1000.0
+        return max(wait, 1) / 1000.0
 
     def _on_failure(self, error: BaseException, failed: Batch) -> None:
         # Memory ran ahead of the store with decisions that were never acknowledged.
@@ -301,7 +311,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
 
     def _begin(self) -> int:
         """Under the lock: wait out a check(), refuse when closed or overloaded, run due
-        timers, return now."""
+        timers, return now (wall time; the steady time is left in _steady_now)."""
         while self._paused:
             self._resume.wait()
         if self._closed:
@@ -309,8 +319,8 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         pending = self._batch.ops + self._writer.in_flight
         if pending >= limits.PENDING_OPS_MAX:
             raise Overloaded(pending, limits.PENDING_OPS_MAX, limits.OVERLOAD_RETRY_AFTER_MS)
-        now = self._clock.now_ms()
-        self._sweep_due(now)
+        now, self._steady_now = self._read_clock()
+        self._sweep_due(now, self._steady_now)
         return now
 
     def _staged(self) -> Batch | None:
@@ -417,16 +427,18 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
 
     # ------------------------------------------------------------------ timers
 
-    def _sweep_due(self, now: int) -> None:
-        """Expire holds whose TTL passed and move campaign windows: before any decision
-        or read, so nobody ever sees an expired hold counted."""
+    def _sweep_due(self, now: int, steady: int) -> None:
+        """Expire holds whose TTL passed (steady time) and move campaign windows (wall
+        time): before any decision or read, so nobody ever sees an expired hold counted."""
         # In time order across both queues (an expiry first on a tie), so waking late,
-        # after a restart, gives the same book as waking on time.
+        # after a restart, gives the same book as waking on time. A campaign's instant is
+        # placed on the steady timeline by the current distance between the two.
         exp, timers = self._expiry, self._timers
+        shift = steady - now
         while True:
-            due_exp = bool(exp) and exp[0][0] <= now
+            due_exp = bool(exp) and exp[0][0] <= steady
             due_timer = bool(timers) and timers[0][0] <= now
-            if due_exp and (not due_timer or exp[0][0] <= timers[0][0]):
+            if due_exp and (not due_timer or exp[0][0] <= timers[0][0] + shift):
                 t, rid = heapq.heappop(exp)
                 r = self._res.get(rid)
                 if r is not None and r.state == State.HELD and r.expires_ms == t:

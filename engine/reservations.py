@@ -323,6 +323,7 @@ class Reservations:
         # _emit() do, inlined, and results built with tuple.__new__ (a NamedTuple's own
         # __new__ parses its arguments first, which costs twice as much).
         res, expiry, batch = self._res, self._expiry, self._batch
+        steady = self._steady_now  # a TTL runs on steady time (clock.py)
         puts = batch.puts.setdefault("reservations", {})
         events = batch.events
         seq = self._seq
@@ -335,7 +336,7 @@ class Reservations:
                 continue
             rid, _, ttl, _ = checked[i]
             channel, customer, campaign = key[0], key[1], key[2]
-            expires = now + ttl
+            expires = steady + ttl
             r = _Res(rid, channel, customer, campaign, key[3], now, expires, lines_out, key,
                      outcome)
             res[rid] = r
@@ -559,7 +560,7 @@ class Reservations:
             if answer is not None:
                 return answer
             r.state = transition(r.state, State.HELD)
-            r.expires_ms = now + ttl_ms
+            r.expires_ms = self._steady_now + ttl_ms
             heapq.heappush(self._expiry, (r.expires_ms, r.rid))
             self._put_res(r)
             self._emit(now, "extended", id=r.rid, expires_ms=r.expires_ms)

@@ -14,6 +14,12 @@ from typing import Any
 
 import lmdb
 
+try:  # py-lmdb 3.0's offline verifier: reads the file itself, never through liblmdb
+    from lmdb.verify import VerifyError, verify
+except ImportError:  # an older py-lmdb: only the length check below
+    verify = None
+    VerifyError = Exception
+
 from . import limits, records
 from .errors import CorruptRecord, StoreError, StoreFullError
 
@@ -30,6 +36,10 @@ DB_NAMES = (
 )
 MAX_DBS_SPARE = 2  # room for a sub-database a later format adds before migrating
 MAX_DBS = len(DB_NAMES) + MAX_DBS_SPARE
+DATA_FILE = "data.mdb"  # LMDB's name for its data file in the store's directory
+# LMDB errors that mean the file itself is damaged (as opposed to a full map or disk).
+_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadTxnError, lmdb.InvalidError,
+           lmdb.PanicError, lmdb.VersionMismatchError, lmdb.BadValsizeError)
 
 
 class Store:
@@ -43,11 +53,25 @@ class Store:
         map_size_bytes: int = limits.MAP_SIZE_BYTES_DEFAULT,
         map_size_bytes_max: int = limits.MAP_SIZE_BYTES_MAX,
         sync: bool = True,
+        verify_file: bool = True,
     ) -> None:
+        """Open (or create) the store in directory `path`. With verify_file, an existing
+        data file is first checked page by page (py-lmdb's offline verifier, about 2 s per
+        100 MB here): liblmdb trusts the file, and a damaged page can make it abort the
+        process or return garbage. A damaged or truncated file raises CorruptRecord."""
         os.makedirs(path, exist_ok=True)
         self.path = os.fspath(path)
         self.map_size_bytes_max = map_size_bytes_max
         self._map_lock = threading.RLock()
+        data_file = os.path.join(self.path, DATA_FILE)
+        if os.path.exists(data_file) and os.path.getsize(data_file) == 0:
+            # LMDB would take an empty file for a new store and serve an empty book.
+            raise CorruptRecord(
+                f"{data_file} is empty (0 bytes): a store truncated to nothing, or one "
+                "whose creation never reached the disk; restore it from a backup, or "
+                "delete it to start an empty store")
+        if verify_file and verify is not None and os.path.exists(data_file):
+            self._verify(data_file)
         try:
             self.env = lmdb.open(
                 self.path,
@@ -65,16 +89,55 @@ class Store:
             )
         except lmdb.Error as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
-        # A reader slot left by a killed process would pin old pages for ever.
-        self.env.reader_check()
-        self.db = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
-        with self.env.begin(write=True) as txn:
-            meta = self.db["meta"]
-            found = txn.get(b"format", db=meta)
-            if found is None:
-                txn.put(b"format", records.pack([]), db=meta)
-            else:
-                records.unpack(found, "meta/format")
+        try:
+            self._check_length(data_file)
+            # A reader slot left by a killed process would pin old pages for ever.
+            self.env.reader_check()
+            with self._damage_named():
+                self.db = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
+                with self.env.begin(write=True) as txn:
+                    meta = self.db["meta"]
+                    found = txn.get(b"format", db=meta)
+                    if found is None:
+                        txn.put(b"format", records.pack([]), db=meta)
+                    else:
+                        records.unpack(found, "meta/format")
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _verify(self, data_file: str) -> None:
+        try:
+            problems = verify(self.path)
+        except (VerifyError, OSError) as exc:
+            problems = [str(exc)]
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise CorruptRecord(f"{data_file} is damaged: {problems[0]}{more}; restore it "
+                                "from a backup")
+
+    def _check_length(self, data_file: str) -> None:
+        """Refuse a data file shorter than the pages the store uses: LMDB maps the file
+        and would die of SIGBUS on the first page past its end."""
+        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        have = os.path.getsize(data_file)
+        if have < used:
+            raise CorruptRecord(
+                f"{data_file} is {have} bytes but the store's pages reach {used} bytes: "
+                "the file was truncated (a bad copy or restore?); restore it from a "
+                "backup")
+
+    @contextlib.contextmanager
+    def _damage_named(self) -> Iterator[None]:
+        """LMDB errors of a damaged file become CorruptRecord naming the store; other
+        LMDB errors become StoreError."""
+        try:
+            yield
+        except _DAMAGE as exc:
+            raise CorruptRecord(f"the store at {self.path} is damaged ({exc}); restore it "
+                                "from a backup") from exc
+        except lmdb.Error as exc:
+            raise StoreError(f"reading the store at {self.path} failed: {exc}") from exc
 
     def close(self) -> None:
         self.env.close()
@@ -134,7 +197,7 @@ class Store:
     def _reading(self) -> Iterator[lmdb.Transaction]:
         """A read transaction the map cannot be resized under (readers are short and rare:
         the journal, the check, recovery)."""
-        with self._map_lock, self.env.begin(buffers=False) as txn:
+        with self._map_lock, self._damage_named(), self.env.begin(buffers=False) as txn:
             yield txn
 
     def items(self, name: str) -> Iterator[tuple[bytes, bytes]]:

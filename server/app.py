@@ -134,7 +134,8 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self.engine = engine = await asyncio.to_thread(
             Engine, c.data_dir, clock=self._clock, durability=c.durability,
-            map_size_bytes=c.map_size_bytes, map_size_bytes_max=c.map_size_bytes_max)
+            map_size_bytes=c.map_size_bytes, map_size_bytes_max=c.map_size_bytes_max,
+            verify_store=c.verify_store)
         try:
             if c.demo and await asyncio.to_thread(load_demo, engine):
                 log.info("stockgate: demo catalogue loaded into %s", c.data_dir)

@@ -17,6 +17,17 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow (the long crash runs) run only when asked: `pytest -m slow` (or
+    any -m expression), or STOCKGATE_SLOW=1; CI's plain `pytest -q` skips them."""
+    if config.getoption("-m") or os.environ.get("STOCKGATE_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with `pytest -m slow` or STOCKGATE_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()

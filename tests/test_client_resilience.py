@@ -236,3 +236,65 @@ def test_calls_in_flight_during_a_graceful_stop_all_end_exactly(tmp_path, kind):
     assert outcomes.count(Outcome.OK) == 79
     assert outcomes.count(Outcome.INSUFFICIENT_STOCK) == 221
     assert engine_held == 80
+
+
+# gRPC's own reconnection backoff grows to 2 minutes by default: after a server that was
+# away this long, an uncapped client would wait about 3 more seconds (and after a crash
+# loop, minutes) before it even tried to connect again.
+SERVER_AWAY_S = 6.0
+BACK_WITHIN_S = 2.5  # capped: one reconnect backoff (1 s) and one resend backoff (1 s)
+
+
+def test_a_client_comes_back_soon_after_a_long_outage(tmp_path):
+    # The sync client only: both take their channel options from Transport.options().
+    from stockgate.clients import StockgateError
+
+    kind = "sync"
+
+    data = tmp_path / "data"
+    with running_server(data) as first:
+        stock_book(first.engine)
+        port, address = first.port, first.address
+
+    async def scenario():
+        async with connect(kind, address) as c:
+            away = time.monotonic()
+            n = 0
+            while time.monotonic() - away < SERVER_AWAY_S:  # calls fail meanwhile
+                with pytest.raises(StockgateError):
+                    await c.reserve(f"away-{n}", "tmall", [("SKU-1", 1)], timeout=0.5)
+                n += 1
+            with running_server(data, port):
+                back = time.monotonic()
+                result = await c.reserve("back", "tmall", [("SKU-1", 1)], timeout=10)
+                return result, time.monotonic() - back
+
+    result, waited = run(scenario())
+    assert result.ok
+    assert waited < BACK_WITHIN_S, f"the client took {waited:.1f} s to reach the server"
+
+
+def test_a_receipt_is_never_sent_twice_but_a_setting_is(tmp_path):
+    # receive adds units: sent again after a lost answer it could add them twice, so
+    # the clients never resend it; a setting that overwrites is safe to resend.
+    from stockgate.clients import Unavailable
+    from stockgate.engine import StoreError
+
+    with running_server(tmp_path / "data") as s:
+        stock_book(s.engine)
+        attempts = []
+
+        def failing(puts, journal):
+            attempts.append(puts)
+            raise StoreError("simulated EIO")
+
+        s.engine._store.write = failing
+        with Client(s.address, client_harness.ADMIN) as client:
+            with pytest.raises(Unavailable):
+                client.receive("SKU-1", "WH-EAST", 5, timeout=1.0)
+            receipts = len(attempts)
+            with pytest.raises(Unavailable):
+                client.add_location("WH-NORTH", timeout=1.0)
+            settings = len(attempts) - receipts
+    assert receipts == 1
+    assert settings > 1
