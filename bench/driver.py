@@ -347,5 +347,70 @@ def run_phases(system: str, target: str, phases: list[dict[str, Any]], meter: An
     return results
 
 
+# ---------------------------------------------------------------------------- command
+
+def add_drive_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--system", default="stockgate",
+                    choices=("stockgate", "redis-always", "redis-everysec", "postgres"))
+    ap.add_argument("--out", required=True, help="directory for results.json")
+    ap.add_argument("--workload", choices=("uniform", "hot", "sellout"), default="uniform")
+    ap.add_argument("--concurrency", type=int, default=2_000,
+                    help="closed loop: concurrent callers (ignored with --rate)")
+    ap.add_argument("--rate", type=float, action="append", default=[],
+                    help="open loop at this many calls/s (repeat for a ladder)")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    ap.add_argument("--skus", type=int, default=100_000)
+    ap.add_argument("--sellout-units", type=int, default=10_000)
+    ap.add_argument("--processes", type=int, default=1, help="driver processes")
+    ap.add_argument("--store-dir", default=None, help="where the system keeps its data")
+
+
+def cmd_drive(args: argparse.Namespace) -> int:
+    """`python bench/run.py drive`: start one system on loopback with the bench's book,
+    drive it, print a table and write DIR/results.json."""
+    import shutil
+    import tempfile
+
+    import systems
+    from processes import CpuMeter
+
+    why = systems.missing(args.system)
+    if why:
+        print(f"{args.system}: skipped. {why}", file=sys.stderr)
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="stockgate-drive-", dir=args.store_dir))
+    work.chmod(0o755)  # PostgreSQL runs as its own user and must reach its dir inside
+    stop = args.sellout_units if args.workload == "sellout" else 0
+    if args.rate:
+        phases = [phase(f"open-{r:g}", workload=args.workload, rate=r,
+                        duration_s=args.duration, stop_after_units=stop) for r in args.rate]
+    else:
+        phases = [phase(f"closed-{args.concurrency}", workload=args.workload,
+                        concurrency=args.concurrency, duration_s=args.duration,
+                        stop_after_units=stop)]
+    try:
+        log(f"{args.system}: starting with {args.skus:,} SKUs in {work}")
+        srv = systems.start(args.system, work, skus=args.skus,
+                            sellout_units=args.sellout_units)
+        try:
+            results = run_phases(srv.driver_system, srv.target, phases, CpuMeter(srv.pid),
+                                 processes=args.processes, skus=args.skus)
+        finally:
+            srv.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (out / "results.json").write_text(json.dumps(
+        {"system": args.system, "info": srv.info, "phases": results}, indent=1) + "\n")
+    print(f"{'phase':16} {'ops/s':>10} {'server µs/op':>13} {'driver µs/op':>13} "
+          f"{'p50 ms':>8} {'p99 ms':>8}  outcomes")
+    for r in results:
+        print(f"{r['name']:16} {r['per_s']:10,.0f} {r['server_cpu_us_per_op']:13.1f} "
+              f"{r['driver_cpu_us_per_op']:13.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  "
+              f"{r['outcomes']}")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -86,7 +86,7 @@ FLASH_TAIL_S = 2.0  # a lone flash process stops this long after the quota is go
 PROBE_INTERVAL_S = 0.5  # watch: one commit probe per subscriber per interval
 PROBE_WAIT_S = 5.0  # an update slower than this counts as missed
 WATCHERS_DEFAULT = 4
-TIMELINE_BIN_S = 0.5
+TIMELINE_BIN_S = 0.1
 MARKETPLACE_COMMIT_SHARE = 0.5
 MARKETPLACE_RELEASE_SHARE = 0.2
 TRANSIENT = (DeadlineExceeded, Overloaded, Unavailable)
@@ -203,6 +203,7 @@ PROC = Process()
 
 @events.test_start.add_listener
 def _setup(environment: Any, **_kw: Any) -> None:
+    PROC.t0 = time.monotonic()  # the timeline starts with the test
     if isinstance(environment.runner, WorkerRunner):
         return  # the master sets up; workers find what it made
     opts = environment.parsed_options

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,7 +55,8 @@ def find() -> Path | None:
 def version(bindir: Path) -> str:
     out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
                          text=True).stdout
-    return out.strip().rsplit(" ", 1)[-1]
+    m = re.search(r"\d+(\.\d+)+", out)
+    return m.group(0) if m else out.strip()
 
 
 def _as_owner(argv: list[str]) -> list[str]:
