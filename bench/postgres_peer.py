@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,12 @@ def _as_owner(argv: list[str]) -> list[str]:
     return ["runuser", "-u", OS_USER, "--"] + argv if is_root() else argv
 
 
+def _reachable_by_owner(directory: Path) -> bool:
+    """Can OS_USER enter every folder down to `directory`?"""
+    return subprocess.run(_as_owner(["test", "-x", str(directory.parent)]),
+                          capture_output=True).returncode == 0
+
+
 class PostgresServer:
     """A PostgreSQL cluster in `directory` (made and owned by OS_USER when root),
     listening on 127.0.0.1 only."""
@@ -70,7 +77,13 @@ class PostgresServer:
     def __init__(self, bindir: Path, directory: Path) -> None:
         self.bindir = bindir
         directory.mkdir(parents=True, exist_ok=True)
+        self.own_dir = False
         if is_root():
+            if not _reachable_by_owner(directory):
+                # A private parent (pytest's tmp dirs are 0700): a dir of its own in the
+                # system temp dir instead, removed when the server stops.
+                directory = Path(tempfile.mkdtemp(prefix="stockgate-pg-"))
+                self.own_dir = True
             shutil.chown(directory, OS_USER)
         self.directory = directory
         self.data = directory / "data"
@@ -144,6 +157,8 @@ class PostgresServer:
         subprocess.run(_as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m",
                                   "fast", "-w", "-t", str(SERVER_STOP_S_MAX), "stop"]),
                        capture_output=True, cwd=self.directory)
+        if self.own_dir:
+            self.remove()
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
