@@ -257,7 +257,7 @@ class Calls:
         self.fire = env.events.request.fire
         self.client = client
 
-    def _report(self, kind: str, name: str, t0: float, size: int = 0,
+    def report(self, kind: str, name: str, t0: float, size: int = 0,
                 exc: BaseException | None = None) -> None:
         self.fire(request_type=kind, name=name, response_time=(time.perf_counter() - t0) * 1e3,
                   response_length=size, exception=exc, context={})
@@ -268,11 +268,11 @@ class Calls:
         try:
             res = fn(*args, **kw)
         except StockgateError as exc:
-            self._report(kind, type(exc).__name__, t0, exc=exc)
+            self.report(kind, type(exc).__name__, t0, exc=exc)
             PROC.count(f"{kind} {type(exc).__name__}")
             return None
         name = "replayed" if res.replayed else res.outcome.name
-        self._report(kind, name, t0, sum(ln.granted for ln in res.lines))
+        self.report(kind, name, t0, sum(ln.granted for ln in res.lines))
         PROC.count(f"{kind} {name}")
         return res
 
@@ -281,9 +281,9 @@ class Calls:
         try:
             out = fn(*args, **kw)
         except StockgateError as exc:
-            self._report(kind, type(exc).__name__, t0, exc=exc)
+            self.report(kind, type(exc).__name__, t0, exc=exc)
             return None
-        self._report(kind, "OK", t0, len(out) if hasattr(out, "__len__") else 0)
+        self.report(kind, "OK", t0, len(out) if hasattr(out, "__len__") else 0)
         return out
 
 
@@ -514,10 +514,14 @@ class WatchUser(StockgateUser):
                 self.since = float("inf")
                 self.seen.set()
 
-    def _await_update(self, since: float) -> float | None:
-        """Time the next update carrying the probe arrives after `since`, or None."""
+    def _expect_update(self) -> float:
+        """From now on, the next update carrying the probe counts."""
         self.seen.clear()
-        self.since = since
+        self.since = time.perf_counter()
+        return self.since
+
+    def _update_arrived(self) -> float | None:
+        """When the expected update arrived (waiting for it up to PROBE_WAIT_S), or None."""
         if not self.seen.wait(PROBE_WAIT_S):
             self.since = float("inf")
             return None
@@ -526,33 +530,29 @@ class WatchUser(StockgateUser):
     @task
     def probe_commit(self) -> None:
         rid = new_reservation_id()
-        t_hold = time.perf_counter()
+        self._expect_update()  # before the call: the update may beat the answer
         held = self.calls.op("probe reserve", self.client.reserve, rid, book.CHANNEL,
                              [(self.probe, 1)], ttl_ms=CHECKOUT_TTL_MS)
         if held is None or not held.ok:
+            self.since = float("inf")
             return
-        # The hold's own update first, so the next one is the commit's.
-        self._await_update(t_hold)
-        t_commit = time.perf_counter()
-        self.seen.clear()
-        self.since = t_commit
+        # The hold's own update first, so that the next one is the commit's.
+        self._update_arrived()
+        t_commit = self._expect_update()
         done = self.calls.op("probe commit", self.client.commit, rid)
         t_ack = time.perf_counter()
         if done is None:
             return
-        arrived = self.arrived if self.seen.is_set() else self._wait_more()
+        arrived = self._update_arrived()
         if arrived is None:
             PROC.watch_missed += 1
-            self.calls._report("watch", "missed", t_commit,
+            self.calls.report("watch", "missed", t_commit,
                                exc=TimeoutError(f"no update within {PROBE_WAIT_S} s"))
             return
         delay_ms = (arrived - t_commit) * 1e3
         PROC.watch_delays_ms.append(delay_ms)
         PROC.watch_ack_delays_ms.append((arrived - t_ack) * 1e3)
         self.fire_delay(delay_ms)
-
-    def _wait_more(self) -> float | None:
-        return self.arrived if self.seen.wait(PROBE_WAIT_S) else None
 
     def fire_delay(self, delay_ms: float) -> None:
         self.environment.events.request.fire(

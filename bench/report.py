@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -56,6 +57,7 @@ TARGETS = {  # name: (comparison, threshold, what it says)
     "stockgate_acked_missing": ("==", 0, "acknowledged stockgate reservations missing"),
 }
 TOTAL_CORES = os.cpu_count() or 1
+SELLOUT_RATE_MIN_PER_S = 1_000  # the sell-out phase lasts long enough at this rate
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,12 @@ def driver_phases(plan: Plan) -> list[dict[str, Any]]:
            driver.phase("hot", workload="hot", concurrency=c, duration_s=plan.peak_s)]
     out += [driver.phase(f"load-{r}", rate=r, duration_s=plan.ladder_s)
             for r in plan.ladder_rates]
+    # Long enough for the slowest system to sell out (a hot PostgreSQL row: ~2,000/s);
+    # the others stop half a second after the last unit.
     out.append(driver.phase("sellout", workload="sellout", concurrency=c,
-                            duration_s=plan.peak_s * 2, stop_after_units=plan.sellout_units,
-                            tail_s=0.5))
+                            duration_s=max(plan.peak_s * 2,
+                                           plan.sellout_units / SELLOUT_RATE_MIN_PER_S),
+                            stop_after_units=plan.sellout_units, tail_s=0.5))
     return out
 
 
@@ -110,7 +115,9 @@ def estimate_s(plan: Plan) -> dict[str, float]:
     start = 2.0
     phases = (2 * plan.peak_s + len(plan.ladder_rates) * (plan.ladder_s + 0.5) + 2
               + plan.warmup_s + start)
-    locust = sum(s + 3 for _, s in plan.locust.values())
+    locust = sum(s + 3 for name, (_, s) in plan.locust.items() if name != "flash")
+    # A flash run ends soon after the quota is sold: ~2,000 grants/s from one locust.
+    locust += min(plan.locust["flash"][1], plan.locust_flash_quota / 2_000 + 5)
     return {"machine": 1.0, "stockgate": 3 + phases + plan.flash_quota / 12_000 + 3,
             "locust": locust, "verify": 5.0, "redis-always": 2 + phases,
             "redis-everysec": 2 + phases, "postgres": 4 + phases, "charts": 4.0}
@@ -210,14 +217,16 @@ class Run:
                      "--flash-quota", str(plan.locust_flash_quota),
                      "--flash-skus", str(plan.flash_skus), "--watchers", str(plan.watchers)]
             try:
-                r = scenarios.run(address, name, users, secs, out, meter, extra=extra)
+                r = scenarios.run(address, name, users, secs, out, meter, extra=extra,
+                                  watchers=plan.watchers)
             except Exception as exc:  # noqa: BLE001 - one failed scenario is reported
                 self.progress.note(f"locust {name} failed: {exc}")
                 r = {"scenario": name, "error": str(exc)[-2000:]}
             self.results["scenarios"][name] = r
             if name == "flash":
                 campaign = r.get("tallies", {}).get("campaign")
-            self.progress.advance(secs + 3)
+            self.progress.advance(secs + 3 if name != "flash" else min(
+                secs, plan.locust_flash_quota / 2_000 + 5))
         return campaign
 
     # ------------------------------------------------------------------ peers
@@ -315,9 +324,11 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     if delays:
         s = sorted(delays)
         measured["watch_delay_p99_ms"] = s[min(len(s) - 1, int(0.99 * len(s)))]
-        notes["watch_delay_p99_ms"] = (f"{len(s)} probes, p50 {s[len(s) // 2]:.1f} ms, "
-                                       f"max {s[-1]:.1f} ms, missed "
-                                       f"{watch.get('watch_missed', 0)}")
+        a = sorted(watch.get("watch_ack_delays_ms") or [math.nan])
+        notes["watch_delay_p99_ms"] = (
+            f"commit sent → update: {len(s)} probes, p50 {s[len(s) // 2]:.1f} ms, max "
+            f"{s[-1]:.1f} ms, missed {watch.get('watch_missed', 0)}; from the commit's "
+            f"acknowledgement: p99 {a[min(len(a) - 1, int(0.99 * len(a)))]:.1f} ms")
     sg = results["systems"].get("stockgate", {})
     if sg.get("verify"):
         v = sg["verify"]
@@ -412,10 +423,25 @@ def _sum_series(series: list[list[int]]) -> list[int]:
 
 # ---------------------------------------------------------------------------- command
 
+def render(res: dict[str, Any], out: Path) -> None:
+    """Summary, charts, results.json and REPORT.md of a run's results, into `out`."""
+    import report_markdown
+
+    res["summary"] = summarize(res)
+    res["charts"] = draw_charts(res, out)
+    (out / "results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    (out / "REPORT.md").write_text(report_markdown.render(res))
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    plan = QUICK if args.quick else FULL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_results:
+        res = json.loads(Path(args.from_results).read_text())
+        render(res, out)
+        print(f"wrote {out / 'REPORT.md'} from {args.from_results}")
+        return 0
+    plan = QUICK if args.quick else FULL
     work = Path(tempfile.mkdtemp(prefix="stockgate-bench-", dir=args.store_dir))
     work.chmod(0o755)  # PostgreSQL runs as its own user and must reach its dir inside
     run = Run(plan, out, work)
@@ -437,15 +463,10 @@ def cmd_report(args: argparse.Namespace) -> int:
                 run.progress.note(f"{system} failed: {exc}")
                 res["skipped"][system] = f"failed: {exc}"
         res["machine"]["loadavg_at_end"] = os.getloadavg()
-        res["summary"] = summarize(res)
         run.progress.show("charts")
-        res["charts"] = draw_charts(res, out)
-        run.progress.advance(run.weights["charts"])
         res["total_s"] = time.monotonic() - t0
-        (out / "results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
-        import report_markdown
-
-        (out / "REPORT.md").write_text(report_markdown.render(res))
+        render(res, out)
+        run.progress.advance(run.weights["charts"])
         run.progress.close()
     finally:
         if not args.keep_work:
@@ -473,3 +494,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "it on the disk you mean to measure")
     ap.add_argument("--keep-work", action="store_true",
                     help="keep the stores and the peers' data afterwards")
+    ap.add_argument("--from-results", metavar="FILE",
+                    help="run nothing: draw the charts and write REPORT.md again from a "
+                         "results.json (e.g. after changing how they are shown)")

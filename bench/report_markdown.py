@@ -8,6 +8,8 @@ import os
 from typing import Any
 
 CORES = os.cpu_count() or 1
+DRIVER_KEEPS_UP = 0.95  # an open-loop phase answering less than this share fell behind
+DRIVER_BOUND = 0.9  # cores: a driver this busy is what limits the phase
 VERDICT = {True: "**PASS**", False: "**MISS**", None: "n/a"}
 SYSTEM_ORDER = ("stockgate", "redis-always", "redis-everysec", "postgres")
 _BATCH_ROUND_TRIP = (
@@ -60,6 +62,11 @@ def _sold_out_s(r: dict[str, Any]) -> float | None:
 def cores_busy(r: dict[str, Any]) -> float:
     """Cores kept busy by server and driver together: (server + driver CPU) / wall."""
     return (r["server_cpu_s"] + r["driver_cpu_s"]) / r["wall_s"] if r["wall_s"] else 0.0
+
+
+def driver_busy(r: dict[str, Any]) -> float:
+    """Cores the driver process kept busy: near 1, the driver is the limit."""
+    return r["driver_cpu_s"] / r["wall_s"] if r["wall_s"] else 0.0
 
 
 def machine(res: dict[str, Any]) -> str:
@@ -146,15 +153,16 @@ def ladder(res: dict[str, Any]) -> str:
             if r["rate"] and r["workload"] == "uniform":
                 rows.append([s, _n(r["rate"]), _n(r["per_s"]), _n(r["p50_ms"], 1),
                              _n(r["p99_ms"], 1), _n(r["server_cpu_us_per_op"], 1),
-                             _n(r["driver_cpu_us_per_op"], 1), _n(r["dropped"]),
-                             _n(_errors(r))])
+                             _n(r["driver_cpu_us_per_op"], 1), _n(driver_busy(r), 2),
+                             _n(r["dropped"]), _n(_errors(r))])
     if not rows:
         return ""
     return (f"## Offered load (open loop, uniform SKUs, {res['plan']['ladder_s']:g} s "
             "each)\n\nLatency counts from when each call was due, so a system that falls "
             "behind is charged for the queue.\n\n"
             + _table(["system", "offered /s", "answered /s", "p50 ms", "p99 ms",
-                      "server CPU µs/res", "driver CPU µs/res", "dropped", "errors"], rows)
+                      "server CPU µs/res", "driver CPU µs/res", "driver cores", "dropped",
+                      "errors"], rows)
             + "\n![throughput and p99 against offered load](offered_load.png)\n")
 
 
@@ -223,10 +231,11 @@ def locust(res: dict[str, Any]) -> str:
         if "error" in sc:
             summary.append([name, "failed", sc["error"][:200], "", "", ""])
             continue
-        summary.append([name, _n(sc["users"]), f"{sc['run_time_s']:g}",
+        summary.append([name, _n(sc["users"]), _n(sc["span_s"], 1),
                         _n(sc["per_s"]), _n(sc["failures"]),
                         _n(sc["server_cpu_us_per_request"], 1)])
-    parts.append(_table(["scenario", "users", "seconds", "requests/s", "failures",
+    parts.append(_table(["scenario", "users", "seconds (first to last request)",
+                         "requests/s", "failures",
                          "server CPU µs/request"], summary))
     for name, sc in res["scenarios"].items():
         if "rows" not in sc:
@@ -251,10 +260,11 @@ def watch(res: dict[str, Any]) -> str:
 
     a = sorted(t.get("watch_ack_delays_ms") or [0.0])
     return ("## Watch delay under checkout load\n\n"
-            f"{sc['users']} locust users: {res['plan']['watchers']} subscribers, each "
-            "subscribed to every availability change of the `web` channel and probing "
-            "with a commit of its own SKU every 0.5 s, and checkout shoppers for the "
-            "rest.\n\n"
+            f"{sc['users'] - res['plan']['watchers']} checkout shoppers in one locust "
+            f"process and, beside it, {res['plan']['watchers']} subscribers in another "
+            "(so that their timing is not held up by the load generator), each subscribed "
+            "to every availability change of the `web` channel and probing with a commit "
+            "of its own SKU every 0.5 s.\n\n"
             + _table(["", "p50", "p95", "p99", "max", "probes", "missed"],
                      [["commit sent → update received (ms)", _n(p(50), 1), _n(p(95), 1),
                        _n(p(99), 1), _n(d[-1], 1), _n(len(d)), _n(t.get("watch_missed", 0))],
@@ -297,6 +307,21 @@ def limits(res: dict[str, Any]) -> str:
             f"{r['driver_cpu_us_per_op']:.1f} µs of driver CPU per reservation, "
             f"{busy:.2f} of {CORES} cores busy. "
             + ("The cores are the limit." if busy >= CORES * 0.75 else WHY_NOT_CPU[name]))
+    saturated = []
+    for name in SYSTEM_ORDER:
+        runs = [r for r in res["systems"].get(name, {}).get("cases", {}).values()
+                if r["rate"] and r["per_s"] < DRIVER_KEEPS_UP * r["rate"]]
+        if runs:
+            r = min(runs, key=lambda r: r["rate"])
+            busy = driver_busy(r)
+            saturated.append(
+                f"{name} from {r['rate']:,.0f}/s offered (answered {r['per_s']:,.0f}/s, "
+                f"server {r['server_cpu_s'] / r['wall_s']:.2f} and driver {busy:.2f} "
+                "cores busy" + (": the driver is the limit)" if busy >= DRIVER_BOUND
+                                else ")"))
+    if saturated:
+        lines.append("- The open-loop ladder falls behind the offered rate for "
+                     + "; ".join(saturated) + ".")
     pg = res["systems"].get("postgres", {}).get("cases", {}).get("hot")
     if pg:
         lines.append(

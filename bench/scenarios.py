@@ -22,12 +22,15 @@ SLACK_S = 120  # locust start-up, set-up and shutdown on top of the run time
 
 
 def locust_argv(address: str, scenario: str, users: int, run_time_s: float, out: Path, *,
-                extra: list[str] | None = None) -> list[str]:
+                name: str = "", extra: list[str] | None = None) -> list[str]:
+    """The locust command of one process; its files are out/<name>.json and
+    out/<name>-tallies.json (name: the scenario's, unless given)."""
+    name = name or scenario
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
             "--host", address, "--scenario", scenario, "-u", str(users), "-r", str(users),
             "-t", f"{max(1, round(run_time_s))}s", "--stop-timeout", str(STOP_TIMEOUT_S),
-            "--only-summary", "--loglevel", "WARNING", "--json-file", str(out / scenario),
-            "--stockgate-out", str(out / f"{scenario}-tallies.json"), *(extra or [])]
+            "--only-summary", "--loglevel", "WARNING", "--json-file", str(out / name),
+            "--stockgate-out", str(out / f"{name}-tallies.json"), *(extra or [])]
 
 
 def percentile_ms(times: dict[str, int], p: float) -> float:
@@ -70,26 +73,68 @@ def read_stats(path: Path) -> dict[str, Any]:
             "failures": fails, "span_s": span, "per_s": total / span if span else 0.0}
 
 
+def _launch(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen, name: str, timeout_s: float) -> int:
+    _, err = proc.communicate(timeout=timeout_s)
+    if proc.returncode not in (0, 1):  # 1: some requests failed, which the figures show
+        raise RuntimeError(f"locust {name} failed ({proc.returncode}):\n{err[-3000:]}")
+    return proc.returncode
+
+
+def _tallies(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run(address: str, scenario: str, users: int, run_time_s: float, out: Path, meter: Any,
-        *, extra: list[str] | None = None) -> dict[str, Any]:
-    """Run one scenario; returns its figures with the server's CPU per request."""
+        *, extra: list[str] | None = None, watchers: int = 0) -> dict[str, Any]:
+    """Run one scenario; returns its figures with the server's CPU per request.
+
+    With `watchers` (the watch scenario only), the subscribers run in a locust process of
+    their own beside a process of users - watchers checkout users, so that their timing
+    is not held up by the load generator's own greenlets; both hit the same server at
+    the same time, and their figures are added up."""
     out.mkdir(parents=True, exist_ok=True)
-    argv = locust_argv(address, scenario, users, run_time_s, out, extra=extra)
+    timeout_s = run_time_s + STOP_TIMEOUT_S + SLACK_S
+    split = scenario == "watch" and watchers > 0
+    runs: list[tuple[str, list[str]]] = []
+    if split:
+        runs.append(("watch-load", locust_argv(address, "checkout", users - watchers,
+                                               run_time_s, out, name="watch-load",
+                                               extra=extra)))
+        runs.append(("watch", locust_argv(address, "watch", watchers, run_time_s, out,
+                                          extra=(extra or []) + ["--watchers", str(watchers),
+                                                                 "WatchUser"])))
+    else:
+        runs.append((scenario, locust_argv(address, scenario, users, run_time_s, out,
+                                           extra=extra)))
     meter.start()
-    done = subprocess.run(argv, capture_output=True, text=True,
-                          timeout=run_time_s + STOP_TIMEOUT_S + SLACK_S)
+    procs = [(name, _launch(argv)) for name, argv in runs]
+    codes = [_finish(p, name, timeout_s) for name, p in procs]
     server_ns = meter.stop_ns()
-    if done.returncode not in (0, 1):  # 1: some requests failed, which the figures show
-        raise RuntimeError(f"locust {scenario} failed ({done.returncode}):\n"
-                           f"{done.stderr[-3000:]}")
-    stats = read_stats(out / f"{scenario}.json")
-    tallies_path = out / f"{scenario}-tallies.json"
-    tallies = json.loads(tallies_path.read_text()) if tallies_path.exists() else {}
+    parts = [read_stats(out / f"{name}.json") for name, _ in runs]
+    stats = parts[0] if len(parts) == 1 else merge_stats(parts)
+    tallies = _tallies(out / f"{scenario}-tallies.json")
+    if split:
+        load = _tallies(out / "watch-load-tallies.json")
+        tallies["outcomes"] = {**load.get("outcomes", {}), **tallies.get("outcomes", {})}
     return {"scenario": scenario, "users": users, "run_time_s": run_time_s,
-            "command": " ".join(["locust"] + argv[3:]), "exit_code": done.returncode,
-            **stats, "server_cpu_s": server_ns / 1e9,
+            "command": " && ".join(" ".join(["locust"] + argv[3:]) for _, argv in runs),
+            "processes": len(runs), "exit_code": max(codes), **stats,
+            "server_cpu_s": server_ns / 1e9,
             "server_cpu_us_per_request": server_ns / 1e3 / max(1, stats["requests"]),
             "tallies": tallies}
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures of locust processes that ran side by side, as one."""
+    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["type"], r["name"]))
+    span = max(p["span_s"] for p in parts)
+    total = sum(p["requests"] for p in parts)
+    return {"rows": rows, "requests": total, "failures": sum(p["failures"] for p in parts),
+            "span_s": span, "per_s": total / span if span else 0.0}
 
 
 # ---------------------------------------------------------------------------- command

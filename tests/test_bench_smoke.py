@@ -46,10 +46,11 @@ def stockgate(tmp_path_factory):
 
 # ---------------------------------------------------------------------------- locust
 
-def run_scenario(srv, name, out, seconds=SCENARIO_S, users=USERS):
+def run_scenario(srv, name, out, seconds=SCENARIO_S, users=USERS, watchers=0):
     extra = ["--skus", str(SKUS), "--flash-quota", str(FLASH_QUOTA), "--flash-skus", "2",
-             "--watchers", "2", "--think-ms", "20"]
-    r = scenarios.run(srv.target, name, users, seconds, out, CpuMeter(srv.pid), extra=extra)
+             "--think-ms", "20"]
+    r = scenarios.run(srv.target, name, users, seconds, out, CpuMeter(srv.pid), extra=extra,
+                      watchers=watchers)
     assert r["exit_code"] == 0, r
     assert r["requests"] > 0 and r["failures"] == 0, r["rows"]
     assert r["tallies"]["checks"]["consistency_ok"], r["tallies"]["checks"]
@@ -83,7 +84,9 @@ def test_locust_pos_sells_from_the_stores(stockgate, tmp_path):
 
 @needs_locust
 def test_locust_watch_times_commits_to_updates(stockgate, tmp_path):
-    r = run_scenario(stockgate, "watch", tmp_path, seconds=4)
+    r = run_scenario(stockgate, "watch", tmp_path, seconds=4, watchers=2)
+    assert r["processes"] == 2  # the subscribers beside the checkout load
+    assert r["tallies"]["outcomes"].get("reserve OK", 0) > 0
     t = r["tallies"]
     assert t["watch_delays_ms"] and t["watch_missed"] == 0
     assert all(d > 0 for d in t["watch_delays_ms"])
@@ -215,7 +218,8 @@ def test_report_tables_and_charts_render(tmp_path):
            "systems": {"stockgate": sg, "redis-always": system(3), "postgres": system(0.2)},
            "scenarios": {"watch": {
                "scenario": "watch", "users": 10, "run_time_s": 3, "command": "locust ...",
-               "requests": 3, "failures": 0, "per_s": 1.0, "server_cpu_us_per_request": 9.0,
+               "requests": 3, "failures": 0, "per_s": 1.0, "span_s": 3.0,
+               "server_cpu_us_per_request": 9.0,
                "rows": [{"type": "watch", "name": "commit->update", "requests": 3,
                          "failures": 0, "per_s": 1.0, "p50_ms": 7, "p95_ms": 30,
                          "p99_ms": 30, "max_ms": 30}],
