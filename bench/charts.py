@@ -34,19 +34,21 @@ def offered_load(systems: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     """`systems` maps a system to its open-loop results (rate, per_s, p99_ms)."""
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=FIGSIZE_WIDE_IN)
-    top = 1.0
+    rates: set[float] = set()
     for name, runs in systems.items():
         runs = sorted(runs, key=lambda r: r["rate"])
         x = [r["rate"] for r in runs]
         c = COLORS.get(name)
         ax1.plot(x, [r["per_s"] for r in runs], "o-", label=name, color=c)
         ax2.plot(x, [r["p99_ms"] for r in runs], "o-", label=name, color=c)
-        top = max([top] + x)
-    ax1.plot([0, top], [0, top], ":", color="grey", label="offered")
-    ax1.set(title="Throughput vs offered load", xlabel="offered reservations/s",
-            ylabel="reservations/s answered")
-    ax2.set(title="p99 latency vs offered load", xlabel="offered reservations/s",
-            ylabel="p99 latency (ms, log)", yscale="log")
+        rates.update(x)
+    if rates:
+        ax1.plot([min(rates), max(rates)], [min(rates), max(rates)], ":", color="grey",
+                 label="answered = offered")
+    ax1.set(title="Throughput vs offered load", xlabel="offered reservations/s (log)",
+            ylabel="reservations/s answered (log)", xscale="log", yscale="log")
+    ax2.set(title="p99 latency vs offered load", xlabel="offered reservations/s (log)",
+            ylabel="p99 latency (ms, log)", xscale="log", yscale="log")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -111,7 +113,7 @@ def flash_sellout(curves: dict[str, dict[str, Any]], path: Path) -> Path:
         ax2.set_ylabel("refused requests/s")
         lines = ax.get_legend_handles_labels()
         bars = ax2.get_legend_handles_labels()
-        ax.legend(lines[0] + bars[0], lines[1] + bars[1], fontsize=8, loc="center right")
+        ax.legend(lines[0] + bars[0], lines[1] + bars[1], fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

@@ -398,6 +398,8 @@ class FlashUser(StockgateUser):
             if res is not None and res.ok:
                 PROC.violation("customer_over_limit")
                 PROC.granted += 1
+            elif res is not None:
+                PROC.mark("rejected")
             return
         self.customers += 1
         customer = f"{self.tag}{self.customers}"
