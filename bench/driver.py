@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 
 from book import FLASH_SKU_PREFIX, HOT_SKU, SELLOUT_SKU, sku_name  # noqa: E402
 from histogram import LatencyHistogram  # noqa: E402
+from processes import machine_cpu_s  # noqa: E402
 
 TIMELINE_BIN_S = 0.1
 OPEN_LOOP_TICK_S = 0.001  # how often the open loop starts the calls that came due
@@ -326,6 +327,7 @@ def run_phases(system: str, target: str, phases: list[dict[str, Any]], meter: An
                                        f"{line!r}")
             if between:
                 between(i, "before")
+            machine0 = machine_cpu_s()
             meter.start()
             for p in procs:
                 p.stdin.write("\n")
@@ -337,9 +339,15 @@ def run_phases(system: str, target: str, phases: list[dict[str, Any]], meter: An
                     raise RuntimeError(f"driver ({system}) failed in phase {i}: {line!r}")
                 got.append(json.loads(line[len("RESULT "):]))
             server_ns = meter.stop_ns()
+            machine_s = machine_cpu_s() - machine0
             if between:
                 between(i, "after")
             r = finish(merge(got), server_ns)
+            # What the whole machine spent meanwhile, whoever spent it: past the server's
+            # and the driver's share, other processes were taking CPU from the run.
+            r["machine_cpu_s"] = machine_s
+            r["other_cores_busy"] = max(0.0, machine_s - r["server_cpu_s"]
+                                        - r["driver_cpu_s"]) / r["wall_s"]
             r["system"] = system
             r["processes"] = processes
             results.append(r)

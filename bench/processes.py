@@ -34,6 +34,15 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat:
+    user, nice, system, irq, softirq, steal), whoever ran: read around a measurement, it
+    shows how much CPU processes other than the bench's took meanwhile."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     """Direct children of a process (from /proc/<pid>/task/*/children)."""
     out: list[int] = []

@@ -121,13 +121,14 @@ def peaks(res: dict[str, Any]) -> str:
                 continue
             rows.append([s, w, _n(r["per_s"]), _n(r["server_cpu_us_per_op"], 1),
                          _n(r["driver_cpu_us_per_op"], 1), _n(cores_busy(r), 2),
+                         _n(r.get("other_cores_busy"), 2),
                          _n(r["p50_ms"], 1), _n(r["p95_ms"], 1), _n(r["p99_ms"], 1),
                          _n(r["oversold"]), _n(r["acked_missing"]), _n(_errors(r))])
     return (f"## Peak durable reservations (closed loop, {conc:,} concurrent callers, "
             f"{res['plan']['peak_s']:g} s each)\n\n"
             + _table(["system", "SKUs", "reservations/s", "server CPU µs/res",
-                      "driver CPU µs/res", "cores busy", "p50 ms", "p95 ms", "p99 ms",
-                      "oversold", "acked missing", "errors"], rows)
+                      "driver CPU µs/res", "cores busy", "others' cores", "p50 ms", "p95 ms",
+                      "p99 ms", "oversold", "acked missing", "errors"], rows)
             + "\n![peak throughput and server CPU per reservation](peak.png)\n")
 
 
@@ -341,8 +342,18 @@ def limits(res: dict[str, Any]) -> str:
         "`always` writing the AOF once per event-loop turn, PostgreSQL's WAL flush), so "
         "the disk is not what sets the pace at these loads; on a disk with millisecond "
         "flushes the per-call paths would fall first.")
-    lines.append("- The machine was shared with other work: see the load averages above; "
-                 "read figures as ratios within this one run.")
+    others = [r["other_cores_busy"] for sys_ in res["systems"].values()
+              for r in sys_["cases"].values() if "other_cores_busy" in r]
+    if others:
+        lines.append(
+            f"- Other processes on the machine took {sum(others) / len(others):.2f} cores on "
+            f"average during the driver's phases (from {min(others):.2f} to "
+            f"{max(others):.2f}; the *others' cores* column): the figures of a phase "
+            "where they took much are low, and the CPU per reservation of every process "
+            "rises when the cores are shared. Read figures as ratios within this one run.")
+    else:
+        lines.append("- The machine may have been shared with other work: see the load "
+                     "averages above; read figures as ratios within this one run.")
     return "\n".join(lines) + "\n"
 
 
