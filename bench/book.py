@@ -136,7 +136,3 @@ class Zipf:
 
     def index(self, rng: random.Random) -> int:
         return min(self.n - 1, bisect.bisect_left(self._cum, rng.random() * self._total))
-
-    def share_of_top(self, k: int) -> float:
-        """Share of draws that land on the k most popular indices."""
-        return self._cum[min(k, self.n) - 1] / self._total

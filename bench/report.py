@@ -57,7 +57,6 @@ TARGETS = {  # name: (comparison, threshold, what it says)
     "stockgate_oversold_units": ("==", 0, "units oversold by stockgate, every run"),
     "stockgate_acked_missing": ("==", 0, "acknowledged stockgate reservations missing"),
 }
-TOTAL_CORES = os.cpu_count() or 1
 SELLOUT_RATE_MIN_PER_S = 1_000  # the sell-out phase lasts long enough at this rate
 
 
@@ -369,13 +368,6 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 def p99(values: list[float]) -> float:
     """The 99th percentile of sorted values."""
     return values[min(len(values) - 1, int(0.99 * len(values)))]
-
-
-def cpu_ceiling_per_s(r: dict[str, Any]) -> float:
-    """Reservations/s the machine could do if server and driver CPU were all that
-    mattered: every core busy, each reservation costing server + driver CPU."""
-    per_op_us = r["server_cpu_us_per_op"] + r["driver_cpu_us_per_op"]
-    return TOTAL_CORES * 1e6 / per_op_us if per_op_us else float("nan")
 
 
 # ---------------------------------------------------------------------------- charts

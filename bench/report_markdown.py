@@ -303,6 +303,7 @@ def correctness(res: dict[str, Any]) -> str:
 
 def limits(res: dict[str, Any]) -> str:
     lines = ["## What limits these figures\n"]
+    said: set[str] = set()
     for name in SYSTEM_ORDER:
         r = res["systems"].get(name, {}).get("cases", {}).get("uniform")
         if not r:
@@ -313,7 +314,9 @@ def limits(res: dict[str, Any]) -> str:
             f"{r['server_cpu_us_per_op']:.1f} µs of server CPU and "
             f"{r['driver_cpu_us_per_op']:.1f} µs of driver CPU per reservation, "
             f"{busy:.2f} of {CORES} cores busy. "
-            + ("The cores are the limit." if busy >= CORES * 0.75 else WHY_NOT_CPU[name]))
+            + ("The cores are the limit." if busy >= CORES * 0.75 else
+               "The same holds." if WHY_NOT_CPU[name] in said else WHY_NOT_CPU[name]))
+        said.add(WHY_NOT_CPU[name])
     saturated = []
     for name in SYSTEM_ORDER:
         runs = [r for r in res["systems"].get(name, {}).get("cases", {}).values()

@@ -32,10 +32,6 @@ class Running:
     server: Any = None
     store: Path | None = None  # stockgate's store, to verify once stopped
 
-    @property
-    def address(self) -> str:
-        return self.target
-
     def levels(self, skus: list[str]) -> list[int] | None:
         """The peers' counters of these SKUs (None for stockgate: its store is checked)."""
         return None if self.name == "stockgate" else self.server.levels(skus)

@@ -30,7 +30,6 @@ OPS_PER_MESSAGE = 100  # the raw Session target's reserves per message
 REPEAT_CUSTOMER_SHARE = 0.05  # flash: attempts by a customer who already bought that SKU
 RETRY_SAME_ID_SHARE = 0.05  # flash: granted answers "lost" and the call sent again
 SYSTEMS = ("echo", "unary", "session", "coalesced", "flash", "redis", "postgres")
-STOCKGATE_SYSTEMS = ("unary", "session", "coalesced", "flash")
 
 
 def outcome_name(name: str) -> str:
