@@ -1,4 +1,13 @@
-"""stockgate benchmarks: `python bench/run.py core --out DIR [--quick]`.
+"""stockgate benchmarks: `python bench/run.py COMMAND --out DIR [--quick]`.
+
+  core     the engine without a server (below)
+  server   the gRPC server against the bare grpc.aio floor (bench/server.py)
+  drive    the lean load driver against one system it starts: stockgate, Redis, PostgreSQL
+           (bench/driver.py, bench/systems.py)
+  locust   one locust scenario, headless, against a server it starts or --address
+           (bench/locustfile.py, bench/scenarios.py)
+  report   all of it side by side: DIR/REPORT.md, DIR/results.json, charts
+           (bench/report.py); bench/README.md explains every figure
 
 `core` measures the engine without any server, on this machine, in one run:
 
@@ -15,9 +24,8 @@
   recovery     seconds to open an Engine over --skus buckets + --holds live holds, with
                the store in the page cache (warm) and evicted from it (cold)
 
-It writes DIR/results.json and prints a table. `server` (bench/server.py) measures the gRPC
-server against the bare grpc.aio floor. Later: `report`.
-The store is built in DIR/store and removed afterwards unless --keep-store.
+It writes DIR/results.json and prints a table. The store is built in DIR/store and removed
+afterwards unless --keep-store.
 """
 
 from __future__ import annotations
@@ -28,7 +36,6 @@ import gc
 import itertools
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -70,73 +77,8 @@ def pct(values: list[float], p: float) -> float:
 
 # ---------------------------------------------------------------------------- machine
 
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": model or platform.processor(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "loadavg_at_start": os.getloadavg(),
-    }
-    try:
-        mem = Path("/proc/meminfo").read_text().split("\n", 1)[0]
-        info["mem_total"] = mem.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo,
-                                            capture_output=True, text=True).stdout.strip()
-        info["engine_dirty"] = bool(subprocess.run(
-            ["git", "status", "--porcelain", "engine"], cwd=repo, capture_output=True,
-            text=True).stdout.strip())
-    except OSError:
-        pass
-    for mod in ("lmdb", "msgpack", "uvloop", "Cython"):
-        try:
-            m = __import__(mod)
-            info[f"{mod}_version"] = getattr(m, "__version__", "?")
-        except ImportError:
-            info[f"{mod}_version"] = None
-    return info
-
-
-def fsync_latency(directory: Path, n: int) -> dict[str, float]:
-    """write(4 KiB) + fsync, and + fdatasync, n times each, in `directory`."""
-    path = directory / "fsync-probe.bin"
-    block = os.urandom(4096)
-    out: dict[str, float] = {}
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, block)
-        os.fsync(fd)
-        for name, sync in (("fsync", os.fsync), ("fdatasync", os.fdatasync)):
-            lat = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                os.pwrite(fd, block, 0)
-                sync(fd)
-                lat.append(time.perf_counter() - t0)
-            out[f"{name}_mean_us"] = statistics.fmean(lat) * 1e6
-            out[f"{name}_p50_us"] = pct(lat, 50) * 1e6
-            out[f"{name}_p99_us"] = pct(lat, 99) * 1e6
-        out["n"] = n
-    finally:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-    return out
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import fsync_latency, machine_info  # noqa: E402,F401 - bench/machine.py
 
 # ---------------------------------------------------------------------------- decisions
 
@@ -735,7 +677,8 @@ def print_table(r: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{core,server}")
+    sub = ap.add_subparsers(dest="command", required=True,
+                            metavar="{core,server,drive,locust,report}")
     core = sub.add_parser("core", help="engine benchmarks without a server")
     core.add_argument("--out", required=True, help="directory for results.json and the store")
     core.add_argument("--quick", action="store_true", help="small sizes, < 1 minute")
@@ -763,6 +706,19 @@ def main(argv: list[str] | None = None) -> int:
     srv = sub.add_parser("server", help="stockgate over gRPC vs the bare grpc.aio floor")
     server_bench.add_arguments(srv)
     srv.set_defaults(func=server_bench.cmd_server)
+    import driver
+    import report
+    import scenarios
+
+    drv = sub.add_parser("drive", help="the lean load driver against one system")
+    driver.add_drive_arguments(drv)
+    drv.set_defaults(func=driver.cmd_drive)
+    loc = sub.add_parser("locust", help="one locust scenario, headless")
+    scenarios.add_arguments(loc)
+    loc.set_defaults(func=scenarios.cmd_locust)
+    rep = sub.add_parser("report", help="everything, side by side: REPORT.md and charts")
+    report.add_arguments(rep)
+    rep.set_defaults(func=report.cmd_report)
     probe = sub.add_parser("_probe-open", help=argparse.SUPPRESS)
     probe.add_argument("path")
     probe.add_argument("--trace", action="store_true")

@@ -19,13 +19,8 @@ CPU is read from /proc (every thread, in ns), so the load driver's CPU never cou
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,10 +28,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import driver  # noqa: E402
+from book import sku_name  # noqa: E402
+from processes import CpuMeter, Served  # noqa: E402
+
 HOT_SKU = "HOT"
 UNITS_PER_SKU = 10**9  # the bench never sells out
 HOT_UNITS = 10**12
-TTL_MS = 7 * 24 * 3_600 * 1_000
 CHANNEL = "web"
 TARGETS = {
     "unary_cpu_over_echo": ("<=", 1.25),
@@ -44,69 +44,14 @@ TARGETS = {
     "coalesced_cpu_us": ("<=", 10.0),
     "hot_over_uniform": (">=", 0.8),
 }
-SERVER_START_S_MAX = 60
-SESSION_MESSAGES_IN_FLIGHT = 8  # raw Session case: messages of OPS_PER_MESSAGE in flight
-OPS_PER_MESSAGE = 100
-DRIVER_SLACK_S = 120
+SESSION_MESSAGES_IN_FLIGHT = 8  # raw Session case: messages of targets.OPS_PER_MESSAGE
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def sku_name(i: int) -> str:
-    return f"SKU-{i:07d}"
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100 * len(values)))]
-
-
-# ---------------------------------------------------------------------------- servers
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of every thread of a process, in ns (schedstat: ns, not clock ticks)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # the thread ended between listing and reading
-    return total
-
-
-class Served:
-    """A server subprocess and its address."""
-
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
-        deadline = time.monotonic() + SERVER_START_S_MAX
-        self.address = ""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                err = self.proc.stderr.read()
-                raise RuntimeError(f"server exited: {argv}\n{err}")
-            m = re.search(r"(127\.0\.0\.1:\d+)", line)
-            if m and not m.group(1).endswith(":0"):
-                self.address = m.group(1)
-                break
-        if not self.address:
-            raise RuntimeError(f"server did not print its address in time: {argv}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
+# ---------------------------------------------------------------------------- store
 
 def seed_store(path: Path, skus: int) -> None:
     """A book of --skus SKUs plus the hot one, written by the engine before serving."""
@@ -121,192 +66,14 @@ def seed_store(path: Path, skus: int) -> None:
         eng.import_rows(rows)
 
 
-# ---------------------------------------------------------------------------- driver
-
-async def _drive(args: argparse.Namespace) -> dict[str, Any]:
-    import grpc
-
-    from stockgate.v1 import reservations_pb2, reservations_pb2_grpc, types_pb2
-
-    rnd = random.Random(os.getpid())
-    skus = [HOT_SKU] if args.hot else [sku_name(i) for i in range(args.skus)]
-    prefix = f"{args.mode}-{os.getpid()}-{time.time_ns()}-"
-    counter = 0
-    latencies: list[float] = []
-    refused = 0
-
-    def next_id() -> str:
-        nonlocal counter
-        counter += 1
-        return f"{prefix}{counter}"
-
-    if args.mode in ("echo", "unary"):
-        channel = grpc.aio.insecure_channel(args.target)
-        stub = reservations_pb2_grpc.ReservationsStub(channel)
-
-        async def one() -> bool:
-            req = reservations_pb2.ReserveRequest(
-                reservation_id=next_id(), channel=CHANNEL, ttl_ms=TTL_MS,
-                lines=[types_pb2.Line(sku=rnd.choice(skus), qty=1)])
-            res = await stub.Reserve(req, timeout=30)
-            return res.outcome == types_pb2.OUTCOME_OK
-
-        close = channel.close
-    elif args.mode == "session":
-        # One Session stream; each call of one() is a message of --ops-per-message
-        # reserves, answered when all of them are (the server's best case: no client
-        # coalescing cost).
-        channel = grpc.aio.insecure_channel(args.target)
-        stub = reservations_pb2_grpc.ReservationsStub(channel)
-        outbox: asyncio.Queue = asyncio.Queue()
-        waiting: dict[int, tuple[asyncio.Future, list]] = {}
-        op_ids = iter(range(1, 1 << 62))
-
-        async def requests():
-            while True:
-                yield await outbox.get()
-
-        call = stub.Session(requests())
-
-        async def answers() -> None:
-            async for resp in call:
-                for res in resp.results:
-                    fut, got = waiting[res.id // 1_000_000]
-                    got.append(res.HasField("result")
-                               and res.result.outcome == types_pb2.OUTCOME_OK)
-                    if len(got) == args.ops_per_message:
-                        del waiting[res.id // 1_000_000]
-                        fut.set_result(all(got))
-
-        reader = asyncio.ensure_future(answers())
-
-        async def one() -> bool:
-            msg_id = next(op_ids)
-            fut = asyncio.get_running_loop().create_future()
-            waiting[msg_id] = (fut, [])
-            ops = [reservations_pb2.Operation(
-                id=msg_id * 1_000_000 + k,
-                reserve=reservations_pb2.ReserveRequest(
-                    reservation_id=next_id(), channel=CHANNEL, ttl_ms=TTL_MS,
-                    lines=[types_pb2.Line(sku=rnd.choice(skus), qty=1)]))
-                for k in range(args.ops_per_message)]
-            await outbox.put(reservations_pb2.SessionRequest(ops=ops))
-            return await fut
-
-        async def close() -> None:
-            reader.cancel()
-            call.cancel()
-            await channel.close()
-    else:
-        from stockgate.clients import AsyncClient
-
-        client = AsyncClient(args.target)
-
-        async def one() -> bool:
-            res = await client.reserve(next_id(), CHANNEL, [(rnd.choice(skus), 1)],
-                                       ttl_ms=TTL_MS, timeout=30)
-            return res.ok
-
-        close = client.close
-
-    async def closed_loop(stop_at: float) -> int:
-        nonlocal refused
-        n = 0
-        while time.monotonic() < stop_at:
-            t0 = time.perf_counter()
-            if not await one():
-                refused += 1
-            latencies.append(time.perf_counter() - t0)
-            n += 1
-        return n
-
-    async def open_loop(rate: float, stop_at: float) -> int:
-        nonlocal refused
-        tasks = set()
-
-        async def timed() -> None:
-            nonlocal refused
-            t0 = time.perf_counter()
-            if not await one():
-                refused += 1
-            latencies.append(time.perf_counter() - t0)
-
-        start = time.monotonic()
-        sent = 0
-        while True:
-            now = time.monotonic()
-            if now >= stop_at:
-                break
-            due = int((now - start) * rate)
-            for _ in range(due - sent):
-                t = asyncio.ensure_future(timed())
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
-            sent = max(sent, due)
-            await asyncio.sleep(0.001)
-        if tasks:
-            await asyncio.gather(*tasks)
-        return sent
-
-    # Warm up (connections, the Session stream, caches), then tell the parent to start
-    # its clock and CPU reading, and run.
-    await asyncio.gather(*(closed_loop(time.monotonic() + args.warmup)
-                           for _ in range(min(args.concurrency, 64))))
-    latencies.clear()
-    refused = 0
-    print("START", flush=True)
-    sys.stdin.readline()
-    t0 = time.perf_counter()
-    stop_at = time.monotonic() + args.duration
-    if args.rate:
-        n = await open_loop(args.rate, stop_at)
-    else:
-        n = sum(await asyncio.gather(*(closed_loop(stop_at) for _ in range(args.concurrency))))
-    wall = time.perf_counter() - t0
-    await close()
-    if args.mode == "session":
-        n *= args.ops_per_message
-    return {"ops": n, "wall_s": wall, "per_s": n / wall, "refused": refused,
-            "p50_ms": pct(latencies, 50) * 1e3, "p99_ms": pct(latencies, 99) * 1e3}
-
-
-def cmd_drive(args: argparse.Namespace) -> int:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    result = asyncio.run(_drive(args))
-    print("RESULT " + json.dumps(result), flush=True)
-    return 0
-
-
 def run_case(served: Served, mode: str, *, hot: bool, skus: int, duration: float,
              concurrency: int, rate: float = 0.0) -> dict[str, Any]:
-    """Run one driver process against a server; return its figures and the server's CPU."""
-    argv = [sys.executable, str(Path(__file__)), "_drive", "--target", served.address,
-            "--mode", mode, "--skus", str(skus), "--duration", str(duration),
-            "--concurrency", str(concurrency), "--rate", str(rate), "--warmup", "1",
-            "--ops-per-message", str(OPS_PER_MESSAGE)]
-    if hot:
-        argv.append("--hot")
-    drv = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = drv.stdout.readline()
-    if line.strip() != "START":
-        drv.kill()
-        raise RuntimeError(f"driver failed to start ({mode}): {line!r}")
-    c0 = cpu_ns(served.proc.pid)
-    drv.stdin.write("\n")
-    drv.stdin.flush()
-    out = drv.stdout.readline()
-    c1 = cpu_ns(served.proc.pid)
-    drv.wait(DRIVER_SLACK_S)
-    if not out.startswith("RESULT "):
-        raise RuntimeError(f"driver failed ({mode}): {out!r}")
-    r = json.loads(out[len("RESULT "):])
-    r["server_cpu_s"] = (c1 - c0) / 1e9
-    r["server_cpu_us_per_op"] = (c1 - c0) / 1e3 / max(r["ops"], 1)
+    """One phase of the load driver (bench/driver.py) against a server: its figures and
+    the server's CPU."""
+    ph = driver.phase(mode, workload="hot" if hot else "uniform",
+                      concurrency=0 if rate else concurrency, rate=rate, duration_s=duration)
+    r = driver.run_phases(mode, served.address, [ph], CpuMeter(served.pid), skus=skus)[0]
+    r["refused"] = r["calls"] - r["outcomes"].get("ok", 0)
     return r
 
 
@@ -402,20 +169,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    add_arguments(sub.add_parser("server"))
-    d = sub.add_parser("_drive")
-    d.add_argument("--target", required=True)
-    d.add_argument("--mode", choices=("echo", "unary", "session", "coalesced"), required=True)
-    d.add_argument("--ops-per-message", type=int, default=100)
-    d.add_argument("--skus", type=int, default=100_000)
-    d.add_argument("--hot", action="store_true")
-    d.add_argument("--duration", type=float, default=5.0)
-    d.add_argument("--concurrency", type=int, default=64)
-    d.add_argument("--rate", type=float, default=0.0)
-    d.add_argument("--warmup", type=float, default=1.0)
-    args = ap.parse_args(argv)
-    return cmd_server(args) if args.command == "server" else cmd_drive(args)
+    add_arguments(ap)
+    return cmd_server(ap.parse_args(argv))
 
 
 if __name__ == "__main__":
