@@ -19,7 +19,7 @@ import grpc.aio
 from stockgate.v1 import reservations_pb2, reservations_pb2_grpc
 
 from .backoff import Backoff
-from .errors import ClientClosed, DeadlineExceeded, StockgateError, Unavailable
+from .errors import ClientClosed, StockgateError
 from .results import Result
 from .session import Outbox, Pending
 
@@ -41,7 +41,6 @@ class AsyncSession:
         self._call: Any = None
         self._closed = False
         self._backoff = Backoff()
-        self._resend_backoff = Backoff()
         self.last_error: StockgateError | None = None  # why the stream is down, if it is
         self.streams_opened = 0
 
@@ -83,21 +82,7 @@ class AsyncSession:
         if p.done:
             return
         self._outbox.forget(p)
-        p.settle(None, self._deadline_error(p))
-
-    def _deadline_error(self, p: Pending) -> StockgateError:
-        if p.unavailable is not None:
-            return Unavailable(f"{p.unavailable} (the deadline passed while it was "
-                               "being sent again)")
-        if self.last_error is not None:
-            return Unavailable(f"{self.last_error.message} (the deadline passed while "
-                               "reconnecting; retry with the same id)")
-        return DeadlineExceeded("the deadline passed before the answer came; the call may "
-                                "or may not have been done: retry with the same id")
-
-    def _resend_delay(self, attempts: int) -> float:
-        self._resend_backoff.failures = attempts - 1
-        return self._resend_backoff.next_delay_s()
+        p.settle(None, p.deadline_error(self.last_error))
 
     async def _wait_for_work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -138,7 +123,7 @@ class AsyncSession:
                         answered = True
                         self._backoff.reset()
                         self.last_error = None
-                    self._outbox.answer(response, loop.time(), self._resend_delay)
+                    self._outbox.answer(response, loop.time())
             except grpc.aio.AioRpcError as e:
                 error = e
             finally:

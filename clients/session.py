@@ -23,6 +23,7 @@ import grpc
 from stockgate.v1 import reservations_pb2
 
 from . import limits, wire
+from .backoff import Backoff
 from .errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -72,6 +73,19 @@ class Pending:
         # is told if the deadline passes before a resend is answered.
         self.unavailable: str | None = None
 
+    def deadline_error(self, last_error: StockgateError | None) -> StockgateError:
+        """What its caller is told when the deadline passes unanswered: the server's
+        reason if the operation was waiting to be resent, or why the stream is down
+        (`last_error`), else a plain deadline; each says to retry with the same id."""
+        if self.unavailable is not None:
+            return Unavailable(f"{self.unavailable} (the deadline passed while it was "
+                               "being sent again)")
+        if last_error is not None:
+            return Unavailable(f"{last_error.message} (the deadline passed while "
+                               "reconnecting; retry with the same id)")
+        return DeadlineExceeded("the deadline passed before the answer came; the call may "
+                                "or may not have been done: retry with the same id")
+
 
 class Outbox:
     """Operations waiting to be sent, and those sent and not yet answered."""
@@ -83,6 +97,7 @@ class Outbox:
         self._next_id = 1
         self.messages_sent = 0
         self.ops_sent = 0
+        self._resend_backoff = Backoff()
 
     def add(self, p: Pending) -> None:
         p.op.id = self._next_id
@@ -139,8 +154,7 @@ class Outbox:
         self.ops_sent += len(ops)
         return reservations_pb2.SessionRequest(ops=ops)
 
-    def answer(self, response: reservations_pb2.SessionResponse, now: float,
-               resend_delay_s: Callable[[int], float]) -> None:
+    def answer(self, response: reservations_pb2.SessionResponse, now: float) -> None:
         """Route each answer of a SessionResponse to its caller."""
         for r in response.results:
             p = self.in_flight.pop(r.id, None)
@@ -159,7 +173,8 @@ class Outbox:
                 # The server cannot do it now (shutting down, store failure): send the
                 # same operation again later, within the caller's deadline.
                 p.unavailable = err.message or "the server is unavailable"
-                delay = resend_delay_s(p.attempts)
+                self._resend_backoff.failures = p.attempts - 1
+                delay = self._resend_backoff.next_delay_s()
                 if now + delay < p.deadline:
                     p.not_before = now + delay
                     self.delayed.append(p)

@@ -23,7 +23,7 @@ import grpc
 from stockgate.v1 import reservations_pb2, reservations_pb2_grpc
 
 from .backoff import Backoff
-from .errors import ClientClosed, DeadlineExceeded, StockgateError, Unavailable
+from .errors import ClientClosed, StockgateError
 from .results import Result
 from .session import Outbox, Pending
 
@@ -44,7 +44,6 @@ class ThreadSession:
         self._generation = 0  # bumped when a stream ends, so its request generator stops
         self._closed = False
         self._backoff = Backoff()
-        self._resend_backoff = Backoff()
         self.last_error: StockgateError | None = None
         self.streams_opened = 0
 
@@ -79,22 +78,8 @@ class ThreadSession:
             with self._cond:
                 if not p.done:
                     self._outbox.forget(p)
-                    raise self._deadline_error(p) from None
+                    raise p.deadline_error(self.last_error) from None
             return fut.result(timeout=0)  # answered just as the deadline passed
-
-    def _deadline_error(self, p: Pending) -> StockgateError:
-        if p.unavailable is not None:
-            return Unavailable(f"{p.unavailable} (the deadline passed while it was "
-                               "being sent again)")
-        if self.last_error is not None:
-            return Unavailable(f"{self.last_error.message} (the deadline passed while "
-                               "reconnecting; retry with the same id)")
-        return DeadlineExceeded("the deadline passed before the answer came; the call may "
-                                "or may not have been done: retry with the same id")
-
-    def _resend_delay(self, attempts: int) -> float:
-        self._resend_backoff.failures = attempts - 1
-        return self._resend_backoff.next_delay_s()
 
     def _requests(self, generation: int) -> Iterator[reservations_pb2.SessionRequest]:
         """What gRPC sends on the stream of `generation`: everything queued, as it comes."""
@@ -145,7 +130,7 @@ class ThreadSession:
                             answered = True
                             self._backoff.reset()
                             self.last_error = None
-                        self._outbox.answer(response, time.monotonic(), self._resend_delay)
+                        self._outbox.answer(response, time.monotonic())
             except grpc.RpcError as e:
                 error = e
             with self._cond:

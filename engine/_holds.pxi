@@ -13,6 +13,10 @@ DEF OUT_PARTIAL = 1
 DEF OUT_INSUFFICIENT = 2
 DEF OUT_LIMIT = 3
 DEF OUT_UNKNOWN = 7
+# The same codes by name, for that test.
+HOLD_OUTCOME_CODES = {"OK": OUT_OK, "PARTIAL": OUT_PARTIAL,
+                      "INSUFFICIENT_STOCK": OUT_INSUFFICIENT, "CUSTOMER_LIMIT": OUT_LIMIT,
+                      "UNKNOWN_SKU": OUT_UNKNOWN}
 
 
 cdef inline int _rank(int code) noexcept:

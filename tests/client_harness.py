@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from server_calls import seed_book
 
 from stockgate.clients import AsyncClient, Client
 
@@ -51,18 +52,11 @@ def port_of(address: str) -> int:
 
 
 def stock_book(engine: Any) -> None:
-    """Two warehouses and a store; tmall sells online stock, pos-12 the store's.
+    """The server tests' book (server_calls.seed_book), stocked:
 
     SKU-1: 100 units at WH-EAST (80 online, 20 offline). SKU-2: 10 at WH-WEST (8 online,
     2 offline). SKU-3: 5 at STORE-12 (5 offline)."""
-    engine.add_location("WH-EAST")
-    engine.add_location("WH-WEST")
-    engine.add_location("STORE-12", "store")
-    engine.set_allocation_rule("WH-EAST", {"online": 80, "offline": 20})
-    engine.set_allocation_rule("WH-WEST", {"online": 80, "offline": 20})
-    engine.set_allocation_rule("STORE-12", {"offline": 100})
-    engine.set_channel("tmall", [("WH-EAST", "online"), ("WH-WEST", "online")])
-    engine.set_channel("pos-12", [("STORE-12", "offline"), ("WH-EAST", "offline")])
+    seed_book(engine)
     engine.receive("SKU-1", "WH-EAST", 100)
     engine.receive("SKU-2", "WH-WEST", 10)
     engine.receive("SKU-3", "STORE-12", 5)

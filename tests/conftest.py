@@ -62,15 +62,7 @@ def book(engine: Engine) -> Engine:
     in 'offline'. tmall sells from WH-EAST online then WH-WEST online; pos-12 from
     STORE-12 offline then WH-EAST offline; presale-shop like tmall, with presale.
     """
-    engine.add_location("WH-EAST")
-    engine.add_location("WH-WEST")
-    engine.add_location("STORE-12", "store")
-    engine.set_allocation_rule("WH-EAST", {"online": 80, "offline": 20})
-    engine.set_allocation_rule("WH-WEST", {"online": 80, "offline": 20})
-    engine.set_allocation_rule("STORE-12", {"offline": 100})
-    engine.set_channel("tmall", [("WH-EAST", "online"), ("WH-WEST", "online")])
-    engine.set_channel("pos-12", [("STORE-12", "offline"), ("WH-EAST", "offline")])
-    engine.set_channel("presale-shop", [("WH-EAST", "online")], allow_presale=True)
+    seed_book(engine)
     return engine
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 
 import grpc
@@ -117,3 +118,27 @@ def details(err: grpc.aio.AioRpcError) -> dict:
 
 __all__ = ["ADMIN", "I", "POS", "R", "T", "TMALL", "W", "Stubs", "bearer", "connect",
            "details", "reserve", "rpc_status", "run", "seed_book"]
+
+
+DISK_HOLD_S_MAX = 10  # a held disk lets writes through after this, so a failing test ends
+
+
+class HeldDisk:
+    """Fault injection at the store: once hold() is called, the engine's writes wait until
+    release(), so decided operations stay in flight (a slow disk), as long as a test
+    needs them there."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._write = engine._store.write
+        self._gate = threading.Event()
+
+    def _slow_write(self, *args, **kwargs):
+        self._gate.wait(DISK_HOLD_S_MAX)
+        return self._write(*args, **kwargs)
+
+    def hold(self) -> None:
+        self._engine._store.write = self._slow_write
+
+    def release(self) -> None:
+        self._gate.set()

@@ -409,3 +409,10 @@ def test_grow_refused_while_decide_runs():
     # either decide finished before the table had to grow, or add() refused to move it
     assert errors == [] or "cannot grow" in str(errors[0])
     assert sum(out[1]) == 10_000_000 - c.available(0)
+
+
+def test_the_reservation_pass_uses_the_engines_outcome_codes():
+    from stockgate.engine import Outcome
+
+    assert {name: int(Outcome[name]) for name in _core.HOLD_OUTCOME_CODES} == \
+        _core.HOLD_OUTCOME_CODES

@@ -25,6 +25,9 @@ MAP_BYTES = limits.MAP_SIZE_BYTES_MIN  # 1 MiB: a few thousand reservations
 TMPFS_BYTES = 3 * 1024 * 1024
 FILLER_CHUNK_BYTES = 64 * 1024
 CALL_TIMEOUT_S = 1.0  # long enough for a healthy call, short for a failing one
+# Filling the store: a healthy batch takes tens of ms, but on a loaded CI machine it has
+# taken over a second; the refused batch is resent until this passes, so it stays short.
+FILL_CALL_TIMEOUT_S = 4.0
 RESERVATIONS_MAX = 100_000  # a map or disk of the sizes above is full long before
 FILL_BATCH = 200  # reservations per call while filling
 
@@ -47,7 +50,7 @@ def reserve_until_refused(client: Client, prefix: str) -> tuple[list[str], list[
         try:
             results = client.reserve_many(
                 [ReserveRequest(rid, "tmall", [("SKU-1", 1)]) for rid in ids],
-                timeout=CALL_TIMEOUT_S)
+                timeout=FILL_CALL_TIMEOUT_S)
         except Unavailable as e:
             return acked, ids, e
         assert all(r.ok for r in results)

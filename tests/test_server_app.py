@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from server_calls import ADMIN, R, T, connect, details, reserve, run, seed_book
+from server_calls import ADMIN, HeldDisk, R, T, connect, details, reserve, run, seed_book
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -89,16 +88,11 @@ def test_graceful_stop_answers_and_commits_calls_in_flight(server_config, start_
     st = start_server(server_config)
     eng = seed_book(st.engine)
     eng.receive("SKU-1", "WH-EAST", 100, pool="online")
-    gate = threading.Event()
-    store_write = eng._store.write
-
-    def slow_write(*args, **kwargs):  # the disk is slow: calls stay in flight
-        gate.wait(10)
-        return store_write(*args, **kwargs)
+    disk = HeldDisk(eng)  # the disk is slow: calls stay in flight
 
     async def main():
         async with connect(st.address) as s:
-            eng._store.write = slow_write
+            disk.hold()
             calls = [asyncio.ensure_future(s.reservations.Reserve(
                 reserve(f"o-{i}", "tmall", ("SKU-1", 1)), metadata=ADMIN, timeout=30))
                 for i in range(20)]
@@ -110,7 +104,7 @@ def test_graceful_stop_answers_and_commits_calls_in_flight(server_config, start_
             with pytest.raises(grpc.aio.AioRpcError) as late:  # no new work while stopping
                 await s.reservations.Reserve(reserve("late", "tmall", ("SKU-1", 1)),
                                              metadata=ADMIN, timeout=5)
-            gate.set()
+            disk.release()
             results = await asyncio.gather(*calls)
             await stopping
             return results, late.value
@@ -127,16 +121,11 @@ def test_shedding_past_the_in_flight_bound(server_config, start_server):
     st = start_server(dataclasses.replace(server_config, inflight_ops_max=2))
     eng = seed_book(st.engine)
     eng.receive("SKU-1", "WH-EAST", 100, pool="online")
-    gate = threading.Event()
-    store_write = eng._store.write
-
-    def slow_write(*args, **kwargs):
-        gate.wait(10)
-        return store_write(*args, **kwargs)
+    disk = HeldDisk(eng)
 
     async def main():
         async with connect(st.address) as s:
-            eng._store.write = slow_write
+            disk.hold()
             busy = [asyncio.ensure_future(s.reservations.Reserve(
                 reserve(f"o-{i}", "tmall", ("SKU-1", 1)), metadata=ADMIN, timeout=30))
                 for i in range(2)]
@@ -149,7 +138,7 @@ def test_shedding_past_the_in_flight_bound(server_config, start_server):
             await session.write(R.SessionRequest(ops=[
                 R.Operation(id=1, reserve=reserve("o-4", "tmall", ("SKU-1", 1)))]))
             answer = await session.read()
-            gate.set()
+            disk.release()
             done = await asyncio.gather(*busy)
             await session.done_writing()
             return shed.value, answer, done

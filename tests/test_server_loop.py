@@ -11,7 +11,7 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from server_calls import ADMIN, TMALL, T, W, connect, reserve, run
+from server_calls import ADMIN, TMALL, HeldDisk, T, W, connect, reserve, run
 
 CHECK_S = 0.5  # how long the slowed check holds the engine
 
@@ -99,19 +99,14 @@ def test_journal_events_reaching_watch_during_a_check_wait_for_it(server, slow_c
     # A write made durable while a check holds the engine: the hub takes it in after
     # the check (learning its new bucket needs the engine), not on a blocked loop.
     eng = server.engine
-    gate = threading.Event()
-    store_write = eng._store.write
-
-    def slow_write(*args, **kwargs):
-        gate.wait(10)
-        return store_write(*args, **kwargs)
+    disk = HeldDisk(eng)
 
     async def main():
         async with connect(server.address) as s:
             w = s.watch.Subscribe(W.WatchRequest(channel="tmall", coalesce_ms=1),
                                   metadata=TMALL, timeout=30)
             await w.read()
-            eng._store.write = slow_write
+            disk.hold()
             loop = asyncio.get_running_loop()
             receiving = loop.run_in_executor(None, lambda: eng.receive(
                 "NEW-1", "WH-EAST", 5, pool="online"))  # a new bucket, on its way to disk
@@ -119,7 +114,7 @@ def test_journal_events_reaching_watch_during_a_check_wait_for_it(server, slow_c
                                                             timeout=30))
             while not slow_check.is_set():
                 await asyncio.sleep(0.005)
-            gate.set()  # durable now, while the check holds the engine
+            disk.release()  # durable now, while the check holds the engine
             worst = await _worst_health_latency_while(s, slow_check)
             await check
             await receiving

@@ -7,7 +7,7 @@ import asyncio
 
 import grpc
 import pytest
-from server_calls import ADMIN, R, T, connect, details, reserve, run
+from server_calls import ADMIN, HeldDisk, R, T, connect, details, reserve, run
 
 OK = T.OUTCOME_OK
 SHORT = T.OUTCOME_INSUFFICIENT_STOCK
@@ -249,7 +249,6 @@ def test_session_mixed_ops_and_an_invalid_one_answered_alone(server):
 def test_session_ops_past_their_timeout_are_dropped_unstarted(server, server_config,
                                                               start_server):
     import dataclasses
-    import threading
 
     tight = start_server(dataclasses.replace(server_config, data_dir=server_config.data_dir
                                              + "-tight", session_inflight_ops_max=1))
@@ -259,24 +258,19 @@ def test_session_ops_past_their_timeout_are_dropped_unstarted(server, server_con
     eng.receive("SKU-1", "WH-EAST", 10, pool="online")
     # Hold the disk: the first op is decided but cannot become durable, so the second
     # waits behind the stream's bound of one op in flight, past its timeout.
-    gate = threading.Event()
-    store_write = eng._store.write
-
-    def slow_write(*args, **kwargs):
-        gate.wait(10)
-        return store_write(*args, **kwargs)
+    disk = HeldDisk(eng)
 
     async def main():
         async with connect(tight.address) as s:
             call = s.reservations.Session(metadata=ADMIN, timeout=20)
-            eng._store.write = slow_write
+            disk.hold()
             await call.write(R.SessionRequest(ops=[
                 _op(1, reserve=reserve("a", "tmall", ("SKU-1", 1)))]))
             await call.write(R.SessionRequest(ops=[
                 _op(2, timeout_ms=20, reserve=reserve("b", "tmall", ("SKU-1", 1))),
                 _op(3, reserve=reserve("c", "tmall", ("SKU-1", 1)))]))
             first = await call.read()  # the timed-out op, answered while the disk waits
-            gate.set()
+            disk.release()
             await call.done_writing()
             got = list(first.results)
             while len(got) < 3:

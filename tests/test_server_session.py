@@ -10,7 +10,7 @@ import time
 
 import grpc
 import pytest
-from server_calls import ADMIN, R, T, connect, details, reserve, run, seed_book
+from server_calls import ADMIN, HeldDisk, R, T, connect, details, reserve, run, seed_book
 
 
 def _ops(first_id: int, n: int, prefix: str, lines: int = 1) -> list[R.Operation]:
@@ -80,24 +80,19 @@ def test_a_cancelled_session_starts_nothing_it_held_back(server_config, start_se
     st = start_server(dataclasses.replace(server_config, session_inflight_ops_max=1))
     eng = seed_book(st.engine)
     eng.receive("SKU-1", "WH-EAST", 10, pool="online")
-    gate = threading.Event()
-    store_write = eng._store.write
-
-    def slow_write(*args, **kwargs):
-        gate.wait(10)
-        return store_write(*args, **kwargs)
+    disk = HeldDisk(eng)
 
     async def main():
         async with connect(st.address) as s:
             call = s.reservations.Session(metadata=ADMIN, timeout=20)
-            eng._store.write = slow_write
+            disk.hold()
             await call.write(R.SessionRequest(ops=_ops(1, 1, "a")))
             await call.write(R.SessionRequest(ops=_ops(2, 2, "b")))
             svc = st.server.reservations
             await _until(lambda: svc.session_messages == 2)  # b-0, b-1 held back
             call.cancel()
             await _until(lambda: not svc._sessions)
-            gate.set()
+            disk.release()
             await _until(lambda: st.server._admission.ops == 0)
             await asyncio.sleep(0.05)  # what would start would start now
 
