@@ -6,6 +6,8 @@
            (bench/driver.py, bench/systems.py)
   locust   one locust scenario, headless, against a server it starts or --address
            (bench/locustfile.py, bench/scenarios.py)
+  overload stockgate at five times its capacity: admitted latency, refusals, memory,
+           recovery (bench/overload.py)
   report   all of it side by side: DIR/REPORT.md, DIR/results.json, charts
            (bench/report.py); bench/README.md explains every figure
 
@@ -716,6 +718,11 @@ def main(argv: list[str] | None = None) -> int:
     loc = sub.add_parser("locust", help="one locust scenario, headless")
     scenarios.add_arguments(loc)
     loc.set_defaults(func=scenarios.cmd_locust)
+    import overload
+
+    ovl = sub.add_parser("overload", help="stockgate flooded at 5x its capacity")
+    overload.add_arguments(ovl)
+    ovl.set_defaults(func=overload.cmd_overload)
     rep = sub.add_parser("report", help="everything, side by side: REPORT.md and charts")
     report.add_arguments(rep)
     rep.set_defaults(func=report.cmd_report)

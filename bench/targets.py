@@ -29,6 +29,7 @@ CALL_TIMEOUT_S = 30
 OPS_PER_MESSAGE = 100  # the raw Session target's reserves per message
 REPEAT_CUSTOMER_SHARE = 0.05  # flash: attempts by a customer who already bought that SKU
 RETRY_SAME_ID_SHARE = 0.05  # flash: granted answers "lost" and the call sent again
+SHED_CODE = 8  # google.rpc.Code RESOURCE_EXHAUSTED: the server shed the operation
 SYSTEMS = ("echo", "unary", "session", "coalesced", "flash", "redis", "postgres")
 
 
@@ -60,14 +61,19 @@ class Unary(Target):
 
         from stockgate.v1 import reservations_pb2, reservations_pb2_grpc, types_pb2
 
-        self._pb, self._types = reservations_pb2, types_pb2
+        self._grpc, self._pb, self._types = grpc, reservations_pb2, types_pb2
         self._channel = grpc.aio.insecure_channel(address)
         self._stub = reservations_pb2_grpc.ReservationsStub(self._channel)
 
     async def reserve(self, rid: str, sku: str) -> tuple[str, int, int]:
         req = self._pb.ReserveRequest(reservation_id=rid, channel=CHANNEL, ttl_ms=TTL_MS,
                                       lines=[self._types.Line(sku=sku, qty=1)])
-        res = await self._stub.Reserve(req, timeout=CALL_TIMEOUT_S)
+        try:
+            res = await self._stub.Reserve(req, timeout=CALL_TIMEOUT_S)
+        except self._grpc.aio.AioRpcError as exc:
+            if exc.code() == self._grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return "shed", 0, 1
+            raise
         ok = res.outcome == self._types.OUTCOME_OK
         return ("ok", 1, 1) if ok else (outcome_name(self._types.Outcome.Name(res.outcome)), 0, 1)
 
@@ -106,28 +112,43 @@ class Session(Target):
             for res in resp.results:
                 msg = res.id // OPS_PER_MESSAGE
                 fut, got = self._waiting[msg]
-                got.append(res.HasField("result") and res.result.outcome == ok_code)
+                if res.HasField("result"):
+                    got.append(res.result.outcome == ok_code)
+                else:
+                    got.append(False)
+                    if res.error.code == SHED_CODE:
+                        got.shed = True
                 if len(got) == OPS_PER_MESSAGE:
                     del self._waiting[msg]
-                    fut.set_result(sum(got))
+                    fut.set_result(got)
 
     async def reserve(self, rid: str, sku: str) -> tuple[str, int, int]:
         self._next += 1
         msg = self._next
         fut = asyncio.get_running_loop().create_future()
-        self._waiting[msg] = (fut, [])
+        self._waiting[msg] = (fut, _Answers())
         pb, line = self._pb, self._types.Line(sku=sku, qty=1)
         ops = [pb.Operation(id=msg * OPS_PER_MESSAGE + k, reserve=pb.ReserveRequest(
             reservation_id=f"{rid}/{k}", channel=CHANNEL, ttl_ms=TTL_MS, lines=[line]))
             for k in range(OPS_PER_MESSAGE)]
         await self._outbox.put(pb.SessionRequest(ops=ops))
-        granted = await asyncio.wait_for(fut, CALL_TIMEOUT_S)
-        return ("ok" if granted == OPS_PER_MESSAGE else "refused", granted, OPS_PER_MESSAGE)
+        got = await asyncio.wait_for(fut, CALL_TIMEOUT_S)
+        granted = sum(got)
+        if granted == OPS_PER_MESSAGE:
+            return "ok", granted, OPS_PER_MESSAGE
+        return ("shed" if got.shed else "refused"), granted, OPS_PER_MESSAGE
 
     async def close(self) -> None:
         self._reader.cancel()
         self._call.cancel()
         await self._channel.close()
+
+
+class _Answers(list):
+    """A Session message's answers so far: True per granted reserve; `shed` when the
+    server refused any of them for overload (RESOURCE_EXHAUSTED)."""
+
+    shed = False
 
 
 class Coalesced(Target):
@@ -136,12 +157,16 @@ class Coalesced(Target):
     name = "coalesced"
 
     def __init__(self, address: str) -> None:
-        from stockgate.clients import AsyncClient
+        from stockgate.clients import AsyncClient, Overloaded
 
         self.client = AsyncClient(address, timeout=CALL_TIMEOUT_S)
+        self._overloaded = Overloaded
 
     async def reserve(self, rid: str, sku: str) -> tuple[str, int, int]:
-        res = await self.client.reserve(rid, CHANNEL, [(sku, 1)], ttl_ms=TTL_MS)
+        try:
+            res = await self.client.reserve(rid, CHANNEL, [(sku, 1)], ttl_ms=TTL_MS)
+        except self._overloaded:
+            return "shed", 0, 1
         return ("ok", 1, 1) if res.ok else (outcome_name(res.outcome.name), 0, 1)
 
     async def close(self) -> None:

@@ -4,42 +4,71 @@ consistency check runs, and the refusal of new work while shutting down.
 Past the bound a call is shed at once with RESOURCE_EXHAUSTED and a retry hint instead of
 queueing: a queue would only turn overload into timeouts, and a shed caller knows to back
 off. A call whose deadline passed before its work started is dropped unstarted.
+
+The bound follows the server's own speed (Little's law): operations in flight may reach
+what the server answers in `queue_ms`, at the best answering rate it showed recently. At
+five times its capacity the server then still answers what it admits in about the time it
+takes when merely busy, instead of letting a queue of seconds build in front of everyone.
+A fixed count could not do that: the same 100,000 operations are 3 seconds of work for
+one machine and 300 ms for another. `ops_max` stays the hard ceiling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from .status import CallError, deadline_exceeded, shed, unavailable
 
-SHED_RETRY_AFTER_MS = 50  # the retry hint sent with a shed call
+SHED_RETRY_AFTER_MS_MIN = 10  # the smallest retry hint sent with a shed call
+# Below this many operations in flight nothing is shed for speed: a burst after a quiet
+# spell (a flash sale opening) must not be refused because the server was idle before.
+INFLIGHT_OPS_FLOOR = 1_000
+RATE_WINDOW_S = 0.1  # the answering rate is measured over windows this long
+# The best rate fades by half in this time, so a server slowed for good (a slower disk, a
+# heavier mix of calls) lowers its bound within seconds, while one quiet window does not.
+RATE_HALF_LIFE_S = 10.0
 
 
 class Admission:
     """Counts operations in flight (a unary call is one; a batch or a Session message
-    counts its operations) and refuses what would pass `ops_max`."""
+    counts its operations) and refuses new ones past the bound (module docstring)."""
 
-    def __init__(self, ops_max: int) -> None:
+    def __init__(self, ops_max: int, queue_ms: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ops_max = ops_max
+        self.queue_ms = queue_ms
         self.ops = 0  # started and not answered yet
         self.shed_total = 0  # operations refused for the bound, since start
         self.closing = False
         self.paused = False
         self._resumed: asyncio.Event | None = None
+        self._clock = clock
+        self.limit = min(ops_max, INFLIGHT_OPS_FLOOR)  # the bound now (see _measure)
+        self.rate_best = 0.0  # operations answered per second, best recent window, fading
+        self._answered = 0  # in the current window
+        self._window_start = clock()
 
     def refusal(self, n: int) -> CallError | None:
-        """Why n more operations may not start now, or None (then count them in)."""
+        """Why n more operations may not start now, or None (then count them in).
+
+        A call is admitted while fewer than `limit` operations are in flight, however
+        many it carries: a large batch is never starved by a stream of small calls, and
+        the overshoot is one call. Only `ops_max` is a hard bound."""
         if self.closing:
             return unavailable("the server is shutting down; retry with the same ids")
-        if self.ops + n > self.ops_max:
+        ops = self.ops
+        if ops and (ops >= self.limit or ops + n > self.ops_max):
             self.shed_total += n
-            return shed(f"{self.ops} operations are in flight (limit {self.ops_max}); "
-                        f"retry in {SHED_RETRY_AFTER_MS} ms", SHED_RETRY_AFTER_MS)
-        self.ops += n
+            retry_ms = max(SHED_RETRY_AFTER_MS_MIN, self.queue_ms)
+            return shed(f"{ops} operations are in flight, about {self.queue_ms} ms of work "
+                        f"at this server's speed (limit now {self.limit}, at most "
+                        f"{self.ops_max}); retry in {retry_ms} ms", retry_ms)
+        self.ops = ops + n
         return None
 
     def admit(self, context: grpc.aio.ServicerContext, n: int = 1) -> None:
@@ -62,6 +91,23 @@ class Admission:
     def leave(self, n: int = 1) -> None:
         """n operations are answered: count them out."""
         self.ops -= n
+        assert self.ops >= 0, "more operations answered than admitted"
+        self._answered += n
+        now = self._clock()
+        if now - self._window_start >= RATE_WINDOW_S:
+            self._measure(now)
+
+    def _measure(self, now: float) -> None:
+        """Close a rate window: the best rate fades by its age, a faster window replaces
+        it, and the bound becomes what that rate answers in queue_ms."""
+        elapsed = now - self._window_start
+        rate = self._answered / elapsed
+        fade = 0.5 ** (elapsed / RATE_HALF_LIFE_S)
+        self.rate_best = max(rate, self.rate_best * fade)
+        by_rate = int(self.rate_best * self.queue_ms / 1000)
+        self.limit = min(self.ops_max, max(INFLIGHT_OPS_FLOOR, by_rate))
+        self._answered = 0
+        self._window_start = now
 
     async def resumed(self) -> None:
         """Return when no consistency check holds new work back."""

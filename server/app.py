@@ -150,7 +150,7 @@ class Server:
 
     async def _serve(self, engine: Engine, creds: grpc.ServerCredentials | None) -> None:
         c = self.config
-        self._admission = admission = Admission(c.inflight_ops_max)
+        self._admission = admission = Admission(c.inflight_ops_max, c.queue_ms)
         auth = Authenticator(c.tokens)
         interceptors = []
         if c.metrics_port:
@@ -194,7 +194,8 @@ class Server:
 
     def _state(self) -> dict[str, int]:
         """The counters the metrics endpoint reads when scraped (from its own thread)."""
-        return {"ops": self._admission.ops, "shed": self._admission.shed_total,
+        adm = self._admission
+        return {"ops": adm.ops, "shed": adm.shed_total, "ops_limit": adm.limit,
                 "watchers": len(self.hub.subscribers), "last_seq": self.engine.last_seq,
                 "session_messages": self.reservations.session_messages}
 

@@ -29,6 +29,8 @@ MESSAGE_BYTES_MIN = 1024 * 1024
 MESSAGE_BYTES_MAX = 256 * 1024 * 1024
 INFLIGHT_OPS_DEFAULT = 100_000  # operations started and not answered yet, server-wide
 INFLIGHT_OPS_MAX = 10_000_000
+QUEUE_MS_DEFAULT = 50  # work admitted may wait about this long at the server's speed
+QUEUE_MS_MAX = 60_000
 SESSION_INFLIGHT_OPS_DEFAULT = 20_000  # per Session stream; past it the stream is not read
 SESSION_INFLIGHT_OPS_MAX = 1_000_000
 STREAMS_PER_CONNECTION_DEFAULT = 1_000  # grpc.max_concurrent_streams (HTTP/2, per connection)
@@ -100,6 +102,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("inflight_ops_max", int, "operations started and not yet answered, across the "
             "server; past it calls are shed with RESOURCE_EXHAUSTED and a retry hint; a "
             "batch call of more requests is INVALID_ARGUMENT", 1, INFLIGHT_OPS_MAX),
+    Setting("queue_ms", int, "how long admitted work may wait: operations in flight may "
+            "reach what the server answers in this time at its best recent rate (never "
+            "fewer than 1,000, never more than inflight_ops_max); past it calls are shed "
+            "at once with RESOURCE_EXHAUSTED and a retry hint", 1, QUEUE_MS_MAX),
     Setting("session_inflight_ops_max", int, "operations of one Session stream started "
             "and not yet answered on the stream; past it the server stops reading that "
             "stream until answers are written", 1, SESSION_INFLIGHT_OPS_MAX),
@@ -136,6 +142,7 @@ class Config:
     map_size_bytes_max: int = limits.MAP_SIZE_BYTES_MAX
     message_bytes_max: int = MESSAGE_BYTES_DEFAULT
     inflight_ops_max: int = INFLIGHT_OPS_DEFAULT
+    queue_ms: int = QUEUE_MS_DEFAULT
     session_inflight_ops_max: int = SESSION_INFLIGHT_OPS_DEFAULT
     streams_per_connection_max: int = STREAMS_PER_CONNECTION_DEFAULT
     watch_streams_max: int = WATCH_STREAMS_DEFAULT

@@ -82,6 +82,9 @@ class _StateCollector(Collector):
         s = self._state()
         yield GaugeMetricFamily("stockgate_operations_in_flight",
                                 "operations admitted and not answered yet", s["ops"])
+        yield GaugeMetricFamily("stockgate_operations_limit",
+                                "the in-flight bound now (it follows the answering rate: "
+                                "see queue_ms)", s["ops_limit"])
         yield CounterMetricFamily("stockgate_operations_shed",
                                   "operations refused past the in-flight bound", s["shed"])
         yield GaugeMetricFamily("stockgate_watch_subscribers", "Watch streams open",

@@ -213,7 +213,7 @@ def test_admission_drops_a_call_whose_deadline_passed_before_it_started():
         def time_remaining(self):
             return 0.0
 
-    adm = Admission(10)
+    adm = Admission(10, queue_ms=50)
     with pytest.raises(CallError) as e:
         adm.admit(Late())
     assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and adm.ops == 0
