@@ -21,6 +21,7 @@ from stockgate.v1 import reservations_pb2
 
 from . import wire
 from .auth import NOT_FOUND_RESULT, Caller, denied_channel, own
+from .rates import Bucket
 from .status import CallError, abort, deadline_exceeded, fill_error, unavailable
 
 if TYPE_CHECKING:
@@ -175,6 +176,7 @@ class SessionStream:
             return
         channels = self.caller.channels
         waiting = self.waiting
+        queued = len(waiting)
         for op in ops:
             kind = op.WhichOneof("op")
             if kind is None:
@@ -190,9 +192,23 @@ class SessionStream:
                     "timeout_ms", f"is {t}; it must be 0 (no limit) or more")))
                 continue
             waiting.append((op.id, kind, m, now + t / 1000 if t else None))
+        rate = self.caller.rate
+        if rate is not None:
+            self.charge(rate, len(waiting) - queued)
         self.pump()
         if answers:
             self.wake.set()
+
+    def charge(self, rate: Bucket, n: int) -> None:
+        """Charge the n ops just queued to the token's rate; those past it are taken
+        back off the queue and answered RESOURCE_EXHAUSTED at once, never started."""
+        k = rate.take_upto(n)
+        if k == n:
+            return
+        refusal = rate.refusal(n - k)
+        waiting = self.waiting
+        refused = [waiting.pop()[0] for _ in range(n - k)]
+        self.answers.extend((op_id, refusal) for op_id in reversed(refused))
 
     def pump(self) -> None:
         """Start held-back ops while the stream has room, in chunks the server's
@@ -209,6 +225,8 @@ class SessionStream:
             refusal = adm.refusal(k)
             batch = [waiting.popleft() for _ in range(k)]
             if refusal is not None:
+                if self.caller.rate is not None:
+                    self.caller.rate.give_back(k)
                 self.answers.extend((b[0], refusal) for b in batch)
                 self.wake.set()
                 continue
