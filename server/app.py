@@ -67,7 +67,10 @@ EXIT_USAGE = 2
 
 
 class Server:
-    """The gRPC server over one engine. `engine` is there for tests and embedding."""
+    """The gRPC server over one engine. `engine` is there for tests and embedding, and
+    `rates` (token name -> its bucket, for the tokens with a rate). `clock` is the
+    engine's; `rate_clock` (monotonic seconds) the tokens' rates', which tests hold
+    still."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None,
                  rate_clock: rates.Clock = time.monotonic) -> None:

@@ -36,6 +36,7 @@ def _opt(s: str) -> str | None:
 
 class InventoryService(inventory_pb2_grpc.InventoryServicer):
     """Every method needs an admin token except GetAvailability and GetReservation.
+    Each call counts one operation, against the in-flight bound and the token's rate.
 
     Each method named like an RPC is that RPC of proto/stockgate/v1/inventory.proto,
     which documents it."""

@@ -1,6 +1,7 @@
 """Session streams: a bidirectional stream of operations with correlation ids.
 
-Ops are read, held back while the stream has too many unanswered (or a consistency check
+Ops are read and charged to the token's rate (those past it are answered at once, never
+started), held back while the stream has too many unanswered (or a consistency check
 runs), started a chunk at a time through engine.aio.apply() (decided together, nothing
 awaiting between a decision and its staging), and answered as they become durable, many
 answers per response message, each message cut to fit message_bytes_max.
