@@ -100,8 +100,8 @@ class PermissionDenied(StockgateError):
 
 
 class Overloaded(StockgateError):
-    """The server shed the call (too much in flight); nothing was done. Retry after
-    `retry_after_ms`, with the same reservation id."""
+    """The server shed the call (too much in flight, or the token past its rate);
+    nothing was done. Retry after `retry_after_ms`, with the same reservation id."""
 
     code = "RESOURCE_EXHAUSTED"
     hint = "retry later with the same id"

@@ -1,5 +1,6 @@
 """Admission: a bound on the work in flight across the server, the pause while a
-consistency check runs, and the refusal of new work while shutting down.
+consistency check runs, and the refusal of new work while shutting down; the caller's
+rate (server/rates.py) is charged here too, so every call counts it the same way.
 
 Past the bound a call is shed at once with RESOURCE_EXHAUSTED and a retry hint instead of
 queueing: a queue would only turn overload into timeouts, and a shed caller knows to back
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from .rates import Bucket
 from .status import CallError, deadline_exceeded, shed, unavailable
 
 SHED_RETRY_AFTER_MS_MIN = 10  # the smallest retry hint sent with a shed call
@@ -71,13 +73,26 @@ class Admission:
         self.ops = ops + n
         return None
 
-    def admit(self, context: grpc.aio.ServicerContext, n: int = 1) -> None:
-        """Count n operations of a call in, or raise CallError: UNAVAILABLE while shutting
-        down, DEADLINE_EXCEEDED if the caller's deadline already passed (nothing is
-        done), RESOURCE_EXHAUSTED past the bound."""
+    def full(self) -> bool:
+        """True while refusal() would shed any call for the bound (not for ops_max)."""
+        ops = self.ops
+        return ops > 0 and ops >= self.limit
+
+    def admit(self, context: grpc.aio.ServicerContext, n: int = 1,
+              rate: Bucket | None = None) -> None:
+        """Count n operations of a call in, charging them to the caller's `rate`, or
+        raise CallError: UNAVAILABLE while shutting down, DEADLINE_EXCEEDED if the
+        caller's deadline already passed, RESOURCE_EXHAUSTED past the caller's rate or
+        past the bound. Nothing is done for a refused call."""
         self.check_deadline(context)
+        if rate is not None:
+            refusal = rate.take(n)
+            if refusal is not None:
+                raise refusal
         refusal = self.refusal(n)
         if refusal is not None:
+            if rate is not None:
+                rate.give_back(n)
             raise refusal
 
     @staticmethod

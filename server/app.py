@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from stockgate.v1 import (
     watch_pb2_grpc,
 )
 
+from . import rates
 from .admission import Admission
 from .auth import Authenticator
 from .config import Config, ConfigError, is_loopback, load, split_listen
@@ -65,11 +67,17 @@ EXIT_USAGE = 2
 
 
 class Server:
-    """The gRPC server over one engine. `engine` is there for tests and embedding."""
+    """The gRPC server over one engine. `engine` is there for tests and embedding, and
+    `rates` (token name -> its bucket, for the tokens with a rate). `clock` is the
+    engine's; `rate_clock` (monotonic seconds) the tokens' rates', which tests hold
+    still."""
 
-    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, *, clock: Clock | None = None,
+                 rate_clock: rates.Clock = time.monotonic) -> None:
         self.config = config
         self._clock = clock
+        self._rate_clock = rate_clock  # the tokens' rates run on it (tests freeze it)
+        self.rates: dict[str, rates.Bucket] = {}
         self.engine: Engine | None = None
         self.port: int | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -151,7 +159,8 @@ class Server:
     async def _serve(self, engine: Engine, creds: grpc.ServerCredentials | None) -> None:
         c = self.config
         self._admission = admission = Admission(c.inflight_ops_max, c.queue_ms)
-        auth = Authenticator(c.tokens)
+        self.rates = rates.buckets(c, self._rate_clock)
+        auth = Authenticator(c.tokens, self.rates)
         interceptors = []
         if c.metrics_port:
             self.metrics = Metrics(self._state)
@@ -192,12 +201,13 @@ class Server:
             self.metrics.serve(self.config.host, c.metrics_port)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
-    def _state(self) -> dict[str, int]:
+    def _state(self) -> dict[str, Any]:
         """The counters the metrics endpoint reads when scraped (from its own thread)."""
         adm = self._admission
         return {"ops": adm.ops, "shed": adm.shed_total, "ops_limit": adm.limit,
                 "watchers": len(self.hub.subscribers), "last_seq": self.engine.last_seq,
-                "session_messages": self.reservations.session_messages}
+                "session_messages": self.reservations.session_messages,
+                "rate_refused": rates.refused(self.rates)}
 
     async def _set_health(self, status: int) -> None:
         if self._health is None or self._stopped:
@@ -251,8 +261,9 @@ class ServerThread:
             channel = grpc.insecure_channel(st.address)
     """
 
-    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
-        self.server = Server(config, clock=clock)
+    def __init__(self, config: Config, *, clock: Clock | None = None,
+                 rate_clock: rates.Clock = time.monotonic) -> None:
+        self.server = Server(config, clock=clock, rate_clock=rate_clock)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

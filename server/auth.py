@@ -8,6 +8,9 @@ reservation did not exist (OUTCOME_NOT_FOUND, or NOT_FOUND for GetReservation), 
 token never learns which ids other channels use. Ids are one namespace, so reserving with
 another channel's id is OUTCOME_ID_CONFLICT, with nothing of that reservation in it.
 
+Each token may carry a rate (server/rates.py): its Caller holds the token's bucket, so
+the hot path finds it without a lookup.
+
 Secrets are compared in constant time against every configured token and never logged:
 both sides are hashed (SHA-256) first, so the comparison takes as long whatever the
 secrets' lengths. With no tokens configured, auth is off and every caller is admin.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -26,6 +29,7 @@ import grpc
 from stockgate.engine import Outcome, Result
 
 from .config import TokenGrant
+from .rates import Bucket
 from .status import permission_denied, unauthenticated
 
 AUTH_HEADER = "authorization"
@@ -34,10 +38,12 @@ BEARER = "bearer "
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated caller: `channels` is None for admin (every channel)."""
+    """An authenticated caller: `channels` is None for admin (every channel); `rate` is
+    the token's bucket, None when it is unlimited."""
 
     name: str
     channels: frozenset[str] | None
+    rate: Bucket | None = field(default=None, compare=False)
 
     @property
     def admin(self) -> bool:
@@ -57,10 +63,13 @@ CONFLICT_RESULT = Result(Outcome.ID_CONFLICT)  # ... and of another's id it rese
 class Authenticator:
     """Resolves a call's token to a Caller, or refuses it."""
 
-    def __init__(self, tokens: Mapping[str, TokenGrant]) -> None:
+    def __init__(self, tokens: Mapping[str, TokenGrant],
+                 rates: Mapping[str, Bucket] | None = None) -> None:
         self.enabled = bool(tokens)
+        rates = rates or {}
         self._tokens = [
-            (_digest(g.secret.encode()), Caller(name, None if g.admin else frozenset(g.channels)))
+            (_digest(g.secret.encode()),
+             Caller(name, None if g.admin else frozenset(g.channels), rates.get(name)))
             for name, g in tokens.items()
         ]
 

@@ -46,6 +46,13 @@ TOKENS_MAX = 1_000
 TOKEN_SECRET_BYTES_MIN = 16  # shorter secrets are guessable
 TOKEN_SECRET_BYTES_MAX = 1_024
 TOKEN_CHANNELS_MAX = 1_000
+# A token's rate (server/rates.py); 0 is unlimited. The most a server does is a few hundred
+# thousand operations per second, so the maxima only catch typing slips.
+TOKEN_OPS_PER_S_DEFAULT = 0
+TOKEN_OPS_PER_S_MAX = 10_000_000
+TOKEN_BURST_OPS_DEFAULT = 0  # one second at the token's rate
+TOKEN_BURST_OPS_MAX = 10_000_000
+TOKEN_KEYS = ("secret", "secret_env", "admin", "channels", "ops_per_s", "burst_ops")
 
 DURABILITIES = ("fsync", "async")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -57,11 +64,15 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TokenGrant:
-    """What one bearer token may do: everything (admin) or act for `channels` only."""
+    """What one bearer token may do: everything (admin) or act for `channels` only, at
+    most `ops_per_s` operations per second with bursts of `burst_ops` (None: the
+    server's token_ops_per_s and token_burst_ops)."""
 
     secret: str = field(repr=False)
     admin: bool = False
     channels: tuple[str, ...] = ()
+    ops_per_s: int | None = None
+    burst_ops: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +126,13 @@ SETTINGS: tuple[Setting, ...] = (
             "answers RESOURCE_EXHAUSTED", 1, WATCH_STREAMS_MAX),
     Setting("watch_coalesce_ms", int, "default gathering time of a Watch update, when the "
             "subscriber gives none", 1, WATCH_COALESCE_MS_MAX),
+    Setting("token_ops_per_s", int, "operations per second each token may start, on "
+            "average (a unary call is one, a batch or Session message counts its "
+            "operations), unless its table sets ops_per_s; past it its calls are refused "
+            "with RESOURCE_EXHAUSTED and a retry hint; 0: unlimited", 0, TOKEN_OPS_PER_S_MAX),
+    Setting("token_burst_ops", int, "operations a token may start at once after a quiet "
+            "spell, unless its table sets burst_ops; a batch call of more is "
+            "INVALID_ARGUMENT; 0: one second at the token's rate", 0, TOKEN_BURST_OPS_MAX),
     Setting("shutdown_grace_ms", int, "on SIGTERM/SIGINT, how long calls in flight may take "
             "to finish before they are cancelled", 0, SHUTDOWN_GRACE_MS_MAX),
     Setting("tls_cert", str, "PEM certificate chain of the server; with tls_key, TLS is on"),
@@ -147,6 +165,8 @@ class Config:
     streams_per_connection_max: int = STREAMS_PER_CONNECTION_DEFAULT
     watch_streams_max: int = WATCH_STREAMS_DEFAULT
     watch_coalesce_ms: int = WATCH_COALESCE_MS_DEFAULT
+    token_ops_per_s: int = TOKEN_OPS_PER_S_DEFAULT
+    token_burst_ops: int = TOKEN_BURST_OPS_DEFAULT
     shutdown_grace_ms: int = SHUTDOWN_GRACE_MS_DEFAULT
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -251,9 +271,27 @@ def validate(config: Config) -> None:
                 limits.check_id(f"{where}.channels[{i}]", ch, limits.CHANNEL_BYTES_MAX)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        _check_rate(where, grant, config.token_ops_per_s)
         if grant.secret in seen:
             raise ConfigError(f"{where}.secret is the same as tokens.{seen[grant.secret]}'s")
         seen[grant.secret] = name
+
+
+def _check_rate(where: str, grant: TokenGrant, ops_per_s_default: int) -> None:
+    for key, hi in (("ops_per_s", TOKEN_OPS_PER_S_MAX), ("burst_ops", TOKEN_BURST_OPS_MAX)):
+        value = getattr(grant, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}.{key} must be an integer, got {value!r}")
+        if not 0 <= value <= hi:
+            raise ConfigError(f"{where}.{key} is {value}; it must be between 0 and {hi}")
+    ops_per_s = ops_per_s_default if grant.ops_per_s is None else grant.ops_per_s
+    if grant.burst_ops and not ops_per_s:
+        # A burst above no rate at all would mean nothing: say so rather than ignore it.
+        raise ConfigError(f"{where}.burst_ops is {grant.burst_ops} but the token has no "
+                          f"rate ({where}.ops_per_s, else token_ops_per_s, is 0: "
+                          "unlimited): set ops_per_s too, or drop burst_ops")
 
 
 def _parse(s: Setting, raw: str, source: str) -> Any:
@@ -280,10 +318,10 @@ def _tokens_from_toml(table: object, environ: Mapping[str, str]) -> dict[str, To
         where = f"tokens.{name}"
         if not isinstance(t, dict):
             raise ConfigError(f"{where} must be a table with secret or secret_env")
-        unknown = set(t) - {"secret", "secret_env", "admin", "channels"}
+        unknown = set(t) - set(TOKEN_KEYS)
         if unknown:
-            raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; use secret, "
-                              "secret_env, admin, channels")
+            raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; use "
+                              f"{', '.join(TOKEN_KEYS)}")
         if ("secret" in t) == ("secret_env" in t):
             raise ConfigError(f"{where} needs exactly one of secret and secret_env")
         if "secret_env" in t:
@@ -301,7 +339,8 @@ def _tokens_from_toml(table: object, environ: Mapping[str, str]) -> dict[str, To
         channels = t.get("channels", [])
         if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
             raise ConfigError(f"{where}.channels must be a list of channel names")
-        out[name] = TokenGrant(secret=secret, admin=admin, channels=tuple(channels))
+        out[name] = TokenGrant(secret=secret, admin=admin, channels=tuple(channels),
+                               ops_per_s=t.get("ops_per_s"), burst_ops=t.get("burst_ops"))
     return out
 
 

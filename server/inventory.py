@@ -21,7 +21,7 @@ from stockgate.v1 import inventory_pb2, inventory_pb2_grpc, types_pb2
 
 from . import wire
 from .admission import Admission
-from .auth import Authenticator
+from .auth import Authenticator, Caller
 from .status import abort
 
 # The engine says a transfer "received"; the contract says "arrived".
@@ -36,6 +36,7 @@ def _opt(s: str) -> str | None:
 
 class InventoryService(inventory_pb2_grpc.InventoryServicer):
     """Every method needs an admin token except GetAvailability and GetReservation.
+    Each call counts one operation, against the in-flight bound and the token's rate.
 
     Each method named like an RPC is that RPC of proto/stockgate/v1/inventory.proto,
     which documents it."""
@@ -49,14 +50,15 @@ class InventoryService(inventory_pb2_grpc.InventoryServicer):
         self._checks: set[asyncio.Task] = set()  # consistency checks running
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any],
-                    *args: Any, thread: bool = True, admin: bool = True, **kwargs: Any) -> Any:
-        """Run one engine call for an admin (or, with admin=False, any caller already
-        checked), mapping its errors to statuses."""
+                    *args: Any, thread: bool = True, caller: Caller | None = None,
+                    **kwargs: Any) -> Any:
+        """Run one engine call for an admin (or for `caller`, already checked), mapping
+        its errors to statuses."""
         adm = self._admission
         try:
-            if admin:
-                self._auth.admin(context)
-            adm.admit(context)
+            if caller is None:
+                caller = self._auth.admin(context)
+            adm.admit(context, 1, caller.rate)
             try:
                 if adm.paused:
                     await adm.resumed()
@@ -215,13 +217,13 @@ class InventoryService(inventory_pb2_grpc.InventoryServicer):
 
     async def GetAvailability(self, request, context):
         try:
-            self._auth.for_channel(context, request.channel)
+            caller = self._auth.for_channel(context, request.channel)
         except Exception as exc:  # noqa: BLE001
             await abort(context, exc)
         available = await self._call(
             context, self._engine.availability, request.channel, list(request.skus),
             campaign=_opt(request.campaign), prefer_locations=tuple(request.prefer_locations),
-            thread=False, admin=False)
+            thread=False, caller=caller)
         return inventory_pb2.GetAvailabilityResponse(available=available)
 
     async def GetReservation(self, request, context):
@@ -230,7 +232,7 @@ class InventoryService(inventory_pb2_grpc.InventoryServicer):
         except Exception as exc:  # noqa: BLE001
             await abort(context, exc)
         r = await self._call(context, self._engine.reservation, request.reservation_id,
-                             thread=False, admin=False)
+                             thread=False, caller=caller)
         if r is None or not caller.may_use(r.channel):
             await abort(context, NotFound("reservation_id", request.reservation_id))
         return wire.reservation(r)
@@ -249,8 +251,8 @@ class InventoryService(inventory_pb2_grpc.InventoryServicer):
     async def Check(self, request, context):
         adm = self._admission
         try:
-            self._auth.admin(context)
-            adm.admit(context)
+            caller = self._auth.admin(context)
+            adm.admit(context, 1, caller.rate)
             # The check runs to its end even when its caller gives up (deadline, cancel):
             # engine.check() cannot be stopped, and until it returns every engine call
             # would wait on the loop, so new work stays held back until then.

@@ -2,9 +2,10 @@
 
 An aio interceptor of our own counts calls by method and status code, times them, counts
 the outcomes of unary and batch answers, and tracks calls in flight; a collector reads
-the server's own counters (operations in flight, shed, watch subscribers, the journal's
-last seq) only when scraped, so they cost nothing on the hot path. Each Server has its
-own registry, so tests may run several servers in one process.
+the server's own counters (operations in flight, shed, refused per token for its rate,
+watch subscribers, the journal's last seq) only when scraped, so they cost nothing on the
+hot path. Each Server has its own registry, so tests may run several servers in one
+process.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ OUTCOME_NAMES = {v: k.removeprefix("OUTCOME_") for k, v in types_pb2.Outcome.ite
 class Metrics:
     """The metrics of one server and the interceptor that feeds them."""
 
-    def __init__(self, state: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
         self.registry = CollectorRegistry()
         self.handled = Counter("stockgate_grpc_server_handled_total",
                                "gRPC calls finished, by method and status code",
@@ -72,7 +73,7 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, state: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
         self._state = state
 
     def describe(self) -> list[Any]:
@@ -93,6 +94,12 @@ class _StateCollector(Collector):
                                   "Session request messages read", s["session_messages"])
         yield GaugeMetricFamily("stockgate_journal_last_seq",
                                 "the newest journal sequence number decided", s["last_seq"])
+        limited = CounterMetricFamily("stockgate_operations_rate_limited",
+                                      "operations refused past their token's rate, by token "
+                                      "name", labels=["token"])
+        for name, n in s["rate_refused"].items():
+            limited.add_metric([name], n)
+        yield limited
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):

@@ -83,10 +83,12 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         self._on_failure(exc)
         await abort(context, exc)
 
-    async def _start(self, context: grpc.aio.ServicerContext, n: int = 1) -> None:
-        """Admit n operations (raises when refused) and wait out a consistency check."""
+    async def _start(self, context: grpc.aio.ServicerContext, caller: Caller,
+                     n: int = 1) -> None:
+        """Admit n operations of `caller` (raises when refused) and wait out a
+        consistency check."""
         adm = self._admission
-        adm.admit(context, n)
+        adm.admit(context, n, caller.rate)
         if adm.paused:
             try:
                 await adm.resumed()
@@ -95,10 +97,10 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
                 adm.leave(n)
                 raise
 
-    async def _turn(self, context: grpc.aio.ServicerContext) -> None:
+    async def _turn(self, context: grpc.aio.ServicerContext, caller: Caller) -> None:
         """Admit one unary call and wait for its group's turn (see Turns); on return the
         caller holds a turn and an admission, both given back by _done()."""
-        await self._start(context)
+        await self._start(context, caller)
         turns = self._turns
         try:
             await turns.enter()
@@ -117,14 +119,19 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         self._turns.leave()
         self._admission.leave()
 
-    def _check_ops_max(self, n: int) -> None:
-        """A batch larger than the server's in-flight bound could never be admitted:
-        refuse it as malformed instead of shedding it forever."""
+    def _check_ops_max(self, caller: Caller, n: int) -> None:
+        """A batch larger than the server's in-flight bound, or than the caller's burst,
+        could never be admitted: refuse it as malformed instead of shedding it forever."""
         ops_max = self._admission.ops_max
         if n > ops_max:
             raise InvalidArgument("requests", f"has {n} items; this server takes at most "
                                   f"{ops_max} operations in flight (inflight_ops_max), "
                                   "so one call may carry at most that many")
+        rate = caller.rate
+        if rate is not None and n > rate.burst_ops:
+            raise InvalidArgument("requests", f"has {n} items; token {caller.name!r} may "
+                                  f"start at most {rate.burst_ops} operations at once (its "
+                                  "burst_ops), so one call may carry at most that many")
 
     def _check_answer_fits(self, request: Any, converted: list) -> None:
         """Refuse (InvalidArgument, before anything is done) a ReserveBatch whose answer
@@ -178,7 +185,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             caller = self._auth.caller(context)
             if not caller.may_use(request.channel):
                 raise denied_channel(caller, request.channel)
-            await self._turn(context)
+            await self._turn(context, caller)
             try:
                 r = await self._aio.reserve(
                     request.reservation_id, request.channel,
@@ -198,7 +205,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
     async def _one(self, context, kind: str, request) -> types_pb2.Result:
         try:
             caller = self._auth.caller(context)
-            await self._turn(context)
+            await self._turn(context, caller)
             try:
                 # The ownership check and the decision run in one step of the loop.
                 if self.foreign(caller, request.reservation_id):
@@ -237,13 +244,13 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             caller = self._auth.caller(context)
             reqs = request.requests
             check_count("requests", len(reqs), 1, BATCH_OPS_MAX)
-            self._check_ops_max(len(reqs))
+            self._check_ops_max(caller, len(reqs))
             if caller.channels is not None:
                 for i, m in enumerate(reqs):
                     if m.channel not in caller.channels:
                         raise denied_channel(caller, m.channel, f"requests[{i}].channel")
             converted = [wire.reserve_request(m) for m in reqs]
-            await self._start(context, len(reqs))
+            await self._start(context, caller, len(reqs))
             try:
                 self._check_answer_fits(request, converted)
                 # All or nothing: a malformed or unusable request raises before any is
@@ -265,13 +272,13 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             caller = self._auth.caller(context)
             n = len(reqs)
             check_count("requests", n, 1, BATCH_OPS_MAX)
-            self._check_ops_max(n)
+            self._check_ops_max(caller, n)
             for i, m in enumerate(reqs):
                 try:
                     check_op(kind, m)
                 except InvalidArgument as exc:
                     raise prefixed(exc, f"requests[{i}].") from None
-            await self._start(context, n)
+            await self._start(context, caller, n)
             try:
                 slots: list[Any] = [None] * n
                 ops, where = [], []

@@ -1,6 +1,7 @@
 """Session streams: a bidirectional stream of operations with correlation ids.
 
-Ops are read, held back while the stream has too many unanswered (or a consistency check
+Ops are read and charged to the token's rate (those past it are answered at once, never
+started), held back while the stream has too many unanswered (or a consistency check
 runs), started a chunk at a time through engine.aio.apply() (decided together, nothing
 awaiting between a decision and its staging), and answered as they become durable, many
 answers per response message, each message cut to fit message_bytes_max.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ from stockgate.v1 import reservations_pb2
 
 from . import wire
 from .auth import NOT_FOUND_RESULT, Caller, denied_channel, own
+from .rates import Bucket
 from .status import CallError, abort, deadline_exceeded, fill_error, unavailable
 
 if TYPE_CHECKING:
@@ -173,8 +176,17 @@ class SessionStream:
             answers.extend((op.id, too_many) for op in ops)
             self.wake.set()
             return
-        channels = self.caller.channels
         waiting = self.waiting
+        adm = self.svc._admission
+        if not waiting and adm.full():
+            # pump() would shed every op of it: answer them so without reading each one,
+            # since at five times the server's capacity reading is most of the work.
+            refusal = adm.refusal(len(ops))
+            answers.extend(zip([op.id for op in ops], itertools.repeat(refusal)))
+            self.wake.set()
+            return
+        channels = self.caller.channels
+        queued = len(waiting)
         for op in ops:
             kind = op.WhichOneof("op")
             if kind is None:
@@ -190,9 +202,23 @@ class SessionStream:
                     "timeout_ms", f"is {t}; it must be 0 (no limit) or more")))
                 continue
             waiting.append((op.id, kind, m, now + t / 1000 if t else None))
+        rate = self.caller.rate
+        if rate is not None:
+            self.charge(rate, len(waiting) - queued)
         self.pump()
         if answers:
             self.wake.set()
+
+    def charge(self, rate: Bucket, n: int) -> None:
+        """Charge the n ops just queued to the token's rate; those past it are taken
+        back off the queue and answered RESOURCE_EXHAUSTED at once, never started."""
+        k = rate.take_upto(n)
+        if k == n:
+            return
+        refusal = rate.refusal(n - k)
+        waiting = self.waiting
+        refused = [waiting.pop()[0] for _ in range(n - k)]
+        self.answers.extend((op_id, refusal) for op_id in reversed(refused))
 
     def pump(self) -> None:
         """Start held-back ops while the stream has room, in chunks the server's
@@ -209,6 +235,8 @@ class SessionStream:
             refusal = adm.refusal(k)
             batch = [waiting.popleft() for _ in range(k)]
             if refusal is not None:
+                if self.caller.rate is not None:
+                    self.caller.rate.give_back(k)
                 self.answers.extend((b[0], refusal) for b in batch)
                 self.wake.set()
                 continue
@@ -310,10 +338,16 @@ def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionR
     resp = reservations_pb2.SessionResponse()
     results = resp.results
     fill_result = wire.fill_result
+    errors: dict[BaseException, Any] = {}  # one refusal often answers a whole message
     for op_id, answer in chunk:
         out = results.add(id=op_id)
         if isinstance(answer, BaseException):
-            fill_error(out.error, answer)
+            filled = errors.get(answer)
+            if filled is None:
+                fill_error(out.error, answer)
+                errors[answer] = out.error
+            else:
+                out.error.CopyFrom(filled)
         else:
             fill_result(out.result, answer)
     return resp
