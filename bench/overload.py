@@ -37,11 +37,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from book import sku_name  # noqa: E402
 from histogram import LatencyHistogram  # noqa: E402
 from processes import CpuMeter, Served  # noqa: E402
-from server import CHANNEL, seed_store  # noqa: E402
 
-from book import sku_name  # noqa: E402
+from server import CHANNEL, seed_store  # noqa: E402
 
 OPS_PER_MESSAGE = 100
 MESSAGES_IN_FLIGHT = 8  # the capacity phase's closed loop
@@ -157,7 +157,8 @@ class Stream:
         try:
             async for raw in self._call:
                 now = perf()
-                for r in parse(raw).results:
+                resp = parse(raw)
+                for r in resp.results:
                     n = message_of(r.id)
                     m = opened[n]
                     m[1] += 1
@@ -171,6 +172,19 @@ class Stream:
                     if m[1] == OPS_PER_MESSAGE:
                         del opened[n]
                         self.on_done(m[0], now, m[2], m[3], m[4])
+                if resp.refused_ids:
+                    err = resp.refused_error
+                    if err.code != SHED_CODE:
+                        self.errors.append(f"{err.code}: {err.message}")
+                    for i in resp.refused_ids:
+                        n = message_of(i)
+                        m = opened[n]
+                        m[1] += 1
+                        m[3] = True
+                        m[4] = err.retry_after_ms
+                        if m[1] == OPS_PER_MESSAGE:
+                            del opened[n]
+                            self.on_done(m[0], now, m[2], m[3], m[4])
         except asyncio.CancelledError:
             pass
 
@@ -250,7 +264,7 @@ async def run_phase(stream: Stream, msgs: Messages, *, duration_s: float,
     if tally.answered < sent:
         try:
             await asyncio.wait_for(finished.wait(), ANSWER_SLACK_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     wall = perf() - start
     return {"messages_sent": sent, "messages_answered": tally.answered,
@@ -268,7 +282,8 @@ def summary(ph: dict[str, Any], server_ns: int, rss_kb: int) -> dict[str, Any]:
         "admitted_ops_per_s": adm.total * OPS_PER_MESSAGE / wall,
         "refusals_per_s": shed.total * OPS_PER_MESSAGE / wall,
         "granted_units": t.granted_units,
-        "admitted_p50_ms": adm.percentile_s(50) * 1e3, "admitted_p99_ms": adm.percentile_s(99) * 1e3,
+        "admitted_p50_ms": adm.percentile_s(50) * 1e3,
+        "admitted_p99_ms": adm.percentile_s(99) * 1e3,
         "shed_p50_ms": shed.percentile_s(50) * 1e3 if shed.total else None,
         "shed_p99_ms": shed.percentile_s(99) * 1e3 if shed.total else None,
         "retry_after_ms_min": t.retry_ms_min, "shed_without_retry_hint": t.no_retry_hint,
@@ -360,6 +375,8 @@ def cmd_overload(args: argparse.Namespace) -> int:
             results.update(uvloop.run(phases(sg.address, sg.pid, skus, duration)))
         finally:
             results["server_exit_code"] = sg.stop()
+            if os.environ.get("SG_ADM_DEBUG"):
+                Path("/tmp/ov/server.err").write_text(sg.stderr_text())
         log("auditing the store")
         results["audit"] = audit(store, results.get("granted_units_total", 0), skus)
     u = results["unloaded"]["admitted_p99_ms"]

@@ -121,6 +121,14 @@ class Session(Target):
                 if len(got) == OPS_PER_MESSAGE:
                     del self._waiting[msg]
                     fut.set_result(got)
+            for i in resp.refused_ids:
+                msg = i // OPS_PER_MESSAGE
+                fut, got = self._waiting[msg]
+                got.append(False)
+                got.shed = True
+                if len(got) == OPS_PER_MESSAGE:
+                    del self._waiting[msg]
+                    fut.set_result(got)
 
     async def reserve(self, rid: str, sku: str) -> tuple[str, int, int]:
         self._next += 1

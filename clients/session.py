@@ -183,6 +183,13 @@ class Outbox:
                 continue
             self.settle(p, None, error_for_number(err.code, err.message, err.field,
                                                   err.retry_after_ms))
+        if response.refused_ids:
+            err = response.refused_error
+            for op_id in response.refused_ids:
+                p = self.in_flight.pop(op_id, None)
+                if p is not None and not p.done:
+                    self.settle(p, None, error_for_number(err.code, err.message, err.field,
+                                                          err.retry_after_ms))
 
     def requeue_in_flight(self) -> None:
         """The stream broke: what was sent and not answered goes first on the next one."""

@@ -34,6 +34,13 @@ RATE_WINDOW_S = 0.1  # the answering rate is measured over windows this long
 # The best rate fades by half in this time, so a server slowed for good (a slower disk, a
 # heavier mix of calls) lowers its bound within seconds, while one quiet window does not.
 RATE_HALF_LIFE_S = 10.0
+# While calls are being shed, reading and refusing them takes the event loop's time too;
+# past this share of a window's wall time spent by the loop thread, admitted work is
+# squeezed so the loop keeps reading (or the refusals, too, would wait in a queue).
+LOOP_BUSY_SHARE_MAX = 0.85
+SQUEEZE_DOWN = 0.8  # per window while the loop is past LOOP_BUSY_SHARE_MAX and shedding
+SQUEEZE_UP = 1.1  # per window otherwise, back to 1
+SQUEEZE_MIN = 0.02
 
 
 class Admission:
@@ -41,7 +48,8 @@ class Admission:
     counts its operations) and refuses new ones past the bound (module docstring)."""
 
     def __init__(self, ops_max: int, queue_ms: int, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 cpu_clock: Callable[[], float] = time.thread_time) -> None:
         self.ops_max = ops_max
         self.queue_ms = queue_ms
         self.ops = 0  # started and not answered yet
@@ -52,8 +60,14 @@ class Admission:
         self._clock = clock
         self.limit = min(ops_max, INFLIGHT_OPS_FLOOR)  # the bound now (see _measure)
         self.rate_best = 0.0  # operations answered per second, best recent window, fading
+        self.squeeze = 1.0  # the share of the rate's bound admitted now (see _measure)
         self._answered = 0  # in the current window
         self._window_start = clock()
+        # The loop thread's CPU clock (leave() runs on the loop), and shed at window start.
+        self._cpu_clock = cpu_clock
+        self._cpu_start = cpu_clock()
+        self._shed_start = 0
+        self.lag_max = 0.0
 
     def refusal(self, n: int) -> CallError | None:
         """Why n more operations may not start now, or None (then count them in).
@@ -114,15 +128,41 @@ class Admission:
 
     def _measure(self, now: float) -> None:
         """Close a rate window: the best rate fades by its age, a faster window replaces
-        it, and the bound becomes what that rate answers in queue_ms."""
+        it, and the bound becomes what that rate answers in queue_ms, squeezed while the
+        loop is saturated and shedding (a flood: reading the flood must keep up)."""
         elapsed = now - self._window_start
         rate = self._answered / elapsed
         fade = 0.5 ** (elapsed / RATE_HALF_LIFE_S)
         self.rate_best = max(rate, self.rate_best * fade)
-        by_rate = int(self.rate_best * self.queue_ms / 1000)
-        self.limit = min(self.ops_max, max(INFLIGHT_OPS_FLOOR, by_rate))
+        cpu = self._cpu_clock()
+        busy = (cpu - self._cpu_start) / elapsed
+        if busy > LOOP_BUSY_SHARE_MAX and self.shed_total > self._shed_start:
+            self.squeeze = max(SQUEEZE_MIN, self.squeeze * SQUEEZE_DOWN)
+        else:
+            self.squeeze = min(1.0, self.squeeze * SQUEEZE_UP)
+        by_rate = max(INFLIGHT_OPS_FLOOR, int(self.rate_best * self.queue_ms / 1000))
+        self.limit = max(1, min(self.ops_max, int(by_rate * self.squeeze)))
         self._answered = 0
         self._window_start = now
+        self._cpu_start = cpu
+        self._shed_start = self.shed_total
+        lag, self.lag_max = self.lag_max, 0.0
+        import os, sys
+        if os.environ.get("SG_ADM_DEBUG"):
+            print(f"adm busy={busy:.2f} rate={rate:.0f} best={self.rate_best:.0f} squeeze={self.squeeze:.3f} lag={lag*1000:.1f}ms limit={self.limit} ops={self.ops}", file=sys.stderr, flush=True)
+
+    def probe(self, loop) -> None:
+        """Measure how late the loop runs a timer, every LAG_PROBE_S."""
+        due = loop.time() + 0.005
+
+        def tick():
+            nonlocal due
+            now = loop.time()
+            self.lag_max = max(self.lag_max, now - due)
+            due = now + 0.005
+            loop.call_at(due, tick)
+
+        loop.call_at(due, tick)
 
     async def resumed(self) -> None:
         """Return when no consistency check holds new work back."""

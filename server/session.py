@@ -97,7 +97,7 @@ class SessionStream:
                             log.debug("stockgate: a Session stream ended by its client "
                                       "with answers unwritten", exc_info=True)
                             return
-                        self.writing -= len(resp.results)
+                        self.writing -= answered(resp)
                     self.pump()  # their room is free again
                 if (not self.reading or self.stopping) and not self.inflight \
                         and not self.waiting and not self.answers:
@@ -319,7 +319,9 @@ def _timed_out() -> CallError:
 def cut_response(resp: reservations_pb2.SessionResponse, target: int
          ) -> list[reservations_pb2.SessionResponse]:
     """The response as it is, or cut into several, each ending with the answer that took
-    it past `target` bytes (so within message_bytes_max: see wire.answer_bytes_target)."""
+    it past `target` bytes (so within message_bytes_max: see wire.answer_bytes_target).
+    The refused ids stay in the first: at most SESSION_RESULTS_PER_MESSAGE_MAX varints,
+    far below the half message the target leaves free."""
     if resp.ByteSize() <= target:
         return [resp]
     parts, start, size = [], 0, 0
@@ -329,9 +331,17 @@ def cut_response(resp: reservations_pb2.SessionResponse, target: int
         if size > target:
             parts.append(reservations_pb2.SessionResponse(results=results[start:i + 1]))
             start, size = i + 1, 0
-    if start < len(results):
+    if start < len(results) or not parts:
         parts.append(reservations_pb2.SessionResponse(results=results[start:]))
+    if resp.refused_ids:
+        parts[0].refused_ids.extend(resp.refused_ids)
+        parts[0].refused_error.CopyFrom(resp.refused_error)
     return parts
+
+
+def answered(resp: reservations_pb2.SessionResponse) -> int:
+    """How many operations a response answers."""
+    return len(resp.results) + len(resp.refused_ids)
 
 
 def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionResponse:
@@ -339,9 +349,17 @@ def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionR
     results = resp.results
     fill_result = wire.fill_result
     errors: dict[BaseException, Any] = {}  # one refusal often answers a whole message
+    refused: BaseException | None = None  # the shed that answers refused_ids
+    refused_ids: list[int] = []
     for op_id, answer in chunk:
-        out = results.add(id=op_id)
-        if isinstance(answer, BaseException):
+        if answer is refused:
+            refused_ids.append(op_id)
+        elif isinstance(answer, BaseException):
+            if refused is None and _is_shed(answer):
+                refused = answer
+                refused_ids.append(op_id)
+                continue
+            out = results.add(id=op_id)
             filled = errors.get(answer)
             if filled is None:
                 fill_error(out.error, answer)
@@ -349,5 +367,12 @@ def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionR
             else:
                 out.error.CopyFrom(filled)
         else:
-            fill_result(out.result, answer)
+            fill_result(results.add(id=op_id).result, answer)
+    if refused is not None:
+        resp.refused_ids.extend(refused_ids)
+        fill_error(resp.refused_error, refused)
     return resp
+
+
+def _is_shed(exc: BaseException) -> bool:
+    return type(exc) is CallError and exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -142,3 +142,9 @@ class HeldDisk:
 
     def release(self) -> None:
         self._gate.set()
+
+
+def op_results(resp: R.SessionResponse) -> list[R.OperationResult]:
+    """Every answer of a SessionResponse as an OperationResult, the refused ids too."""
+    return [*resp.results, *(R.OperationResult(id=i, error=resp.refused_error)
+                             for i in resp.refused_ids)]

@@ -11,7 +11,18 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from server_calls import ADMIN, HeldDisk, R, T, connect, details, reserve, run, seed_book
+from server_calls import (
+    ADMIN,
+    HeldDisk,
+    R,
+    T,
+    connect,
+    details,
+    op_results,
+    reserve,
+    run,
+    seed_book,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -146,7 +157,7 @@ def test_shedding_past_the_in_flight_bound(server_config, start_server):
     shed, answer, done = run(main())
     assert shed.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert details(shed)["retry_after_ms"] == 50
-    (op,) = answer.results
+    (op,) = op_results(answer)
     assert op.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
     assert op.error.retry_after_ms == 50
     assert [r.outcome for r in done] == [T.OUTCOME_OK] * 2

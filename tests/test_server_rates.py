@@ -14,7 +14,20 @@ import urllib.request
 
 import grpc
 import pytest
-from server_calls import ADMIN, POS, POS_SECRET, TMALL, I, R, T, connect, details, reserve, run
+from server_calls import (
+    ADMIN,
+    POS,
+    POS_SECRET,
+    TMALL,
+    I,
+    R,
+    T,
+    connect,
+    details,
+    op_results,
+    reserve,
+    run,
+)
 
 from stockgate.server import Config, ConfigError, TokenGrant
 from stockgate.server.config import TOKEN_BURST_OPS_MAX, TOKEN_OPS_PER_S_MAX, load
@@ -367,7 +380,7 @@ def test_batches_and_session_messages_count_their_operations(server_config, star
                 R.Operation(id=i, reserve=reserve(f"s-{i}", "tmall", ("SKU-1", 1)))
                 for i in range(10)]))
             await session.done_writing()
-            answers = {r.id: r async for resp in session for r in resp.results}
+            answers = {r.id: r async for resp in session for r in op_results(resp)}
             return batch, errors, answers
 
     batch, errors, answers = run(main())

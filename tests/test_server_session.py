@@ -10,7 +10,18 @@ import time
 
 import grpc
 import pytest
-from server_calls import ADMIN, HeldDisk, R, T, connect, details, reserve, run, seed_book
+from server_calls import (
+    ADMIN,
+    HeldDisk,
+    R,
+    T,
+    connect,
+    details,
+    op_results,
+    reserve,
+    run,
+    seed_book,
+)
 
 
 def _ops(first_id: int, n: int, prefix: str, lines: int = 1) -> list[R.Operation]:
@@ -122,7 +133,7 @@ def test_a_batch_larger_than_the_in_flight_bound_is_invalid_and_a_session_goes_i
             call = s.reservations.Session(metadata=ADMIN, timeout=10)
             await call.write(R.SessionRequest(ops=_ops(0, 11, "s")))
             await call.done_writing()
-            answers = [r for m in [m async for m in call] for r in m.results]
+            answers = [r for m in [m async for m in call] for r in op_results(m)]
             return e.value, e2.value, ok, answers
 
     err, err2, ok, answers = run(main())

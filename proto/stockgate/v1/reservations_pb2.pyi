@@ -128,7 +128,11 @@ class OperationResult(_message.Message):
     def __init__(self, id: _Optional[int] = ..., result: _Optional[_Union[_types_pb2.Result, _Mapping]] = ..., error: _Optional[_Union[_types_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "refused_ids", "refused_error")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_IDS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_ERROR_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[OperationResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[OperationResult, _Mapping]]] = ...) -> None: ...
+    refused_ids: _containers.RepeatedScalarFieldContainer[int]
+    refused_error: _types_pb2.Error
+    def __init__(self, results: _Optional[_Iterable[_Union[OperationResult, _Mapping]]] = ..., refused_ids: _Optional[_Iterable[int]] = ..., refused_error: _Optional[_Union[_types_pb2.Error, _Mapping]] = ...) -> None: ...
