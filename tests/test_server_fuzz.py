@@ -11,6 +11,7 @@ call, an unexpected exception inside a stream) is what server/decode.py replaces
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import grpc
@@ -40,8 +41,8 @@ from stockgate.v1 import inventory_pb2, reservations_pb2, reservations_pb2_grpc,
 SC = grpc.StatusCode
 CALL_TIMEOUT_S = 10  # a hang fails the test as DEADLINE_EXCEEDED
 SLOW = os.environ.get("STOCKGATE_SLOW") == "1"
-# Examples per property, each sending up to CALLS_PER_EXAMPLE_MAX calls; `-m slow` (or
-# STOCKGATE_SLOW=1) runs the long profile.
+# Examples per property, each sending up to CALLS_PER_EXAMPLE_MAX calls; STOCKGATE_SLOW=1
+# runs the long profile (as it runs the slow tests).
 EXAMPLES = 50
 EXAMPLES_LONG = 500
 CALLS_PER_EXAMPLE_MAX = 12
@@ -273,10 +274,11 @@ async def _stream(ch, path: str, frames: list[bytes]):
         for f in frames:
             await call.write(f)
         await call.done_writing()
-    except grpc.aio.AioRpcError:
-        # A write after the server's answer fails on the client's side, and grpc's
-        # client then reports INTERNAL "Internal error from Core" as the call's status
-        # in place of the server's: the server's own code cannot be seen then.
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        # The server answered while frames were still being written. A write after the
+        # answer arrived is refused by the client (InvalidStateError); one racing with it
+        # fails, and grpc's client then reports INTERNAL "Internal error from Core" as the
+        # call's status in place of the server's, which cannot be seen then.
         early = True
     try:
         if m.server_streaming:
