@@ -30,14 +30,11 @@ from stockgate.engine import Clock, Engine, StockgateError, tune_gc
 from stockgate.engine.demo import load_demo
 from stockgate.v1 import (
     inventory_pb2,
-    inventory_pb2_grpc,
     reservations_pb2,
-    reservations_pb2_grpc,
     watch_pb2,
-    watch_pb2_grpc,
 )
 
-from . import rates
+from . import decode, rates
 from .admission import Admission
 from .auth import Authenticator
 from .config import Config, ConfigError, is_loopback, load, split_listen
@@ -49,11 +46,11 @@ from .watch import WatchHub, WatchService
 
 log = logging.getLogger("stockgate.server")
 
-SERVICE_NAMES = (
-    reservations_pb2.DESCRIPTOR.services_by_name["Reservations"].full_name,
-    inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name,
-    watch_pb2.DESCRIPTOR.services_by_name["Watch"].full_name,
-)
+RESERVATIONS_SERVICE = reservations_pb2.DESCRIPTOR.services_by_name["Reservations"]
+INVENTORY_SERVICE = inventory_pb2.DESCRIPTOR.services_by_name["Inventory"]
+WATCH_SERVICE = watch_pb2.DESCRIPTOR.services_by_name["Watch"]
+SERVICE_NAMES = tuple(s.full_name for s in (RESERVATIONS_SERVICE, INVENTORY_SERVICE,
+                                            WATCH_SERVICE))
 # HTTP/2 keepalive, explicit: the server pings an idle connection every KEEPALIVE_TIME_MS
 # and drops it after KEEPALIVE_TIMEOUT_MS without an answer; clients may ping as often
 # as every CLIENT_PING_INTERVAL_MIN_MS without being told to calm down.
@@ -176,9 +173,11 @@ class Server:
         self.watch = WatchService(self.hub, auth, admission,
                                   coalesce_ms_default=c.watch_coalesce_ms,
                                   message_bytes_max=c.message_bytes_max)
-        reservations_pb2_grpc.add_ReservationsServicer_to_server(self.reservations, server)
-        inventory_pb2_grpc.add_InventoryServicer_to_server(self.inventory, server)
-        watch_pb2_grpc.add_WatchServicer_to_server(self.watch, server)
+        # Not the generated add_*_to_server: see decode.py for why.
+        for servicer, service in ((self.reservations, RESERVATIONS_SERVICE),
+                                  (self.inventory, INVENTORY_SERVICE),
+                                  (self.watch, WATCH_SERVICE)):
+            decode.add_servicer(server, servicer, service)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

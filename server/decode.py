@@ -1,0 +1,97 @@
+"""Requests the server cannot parse are INVALID_ARGUMENT naming the message, like any other
+malformed input.
+
+Left to grpc.aio, a request that is not a valid protobuf message of its type (random
+bytes, a cut message, a string that is not UTF-8) is answered UNKNOWN ("Unexpected
+<class 'DecodeError'>") on a unary call, and inside a stream it surfaces in the servicer
+as an unexpected exception: INTERNAL, logged as a server bug. So the services are
+registered with raw-bytes handlers here, and each request is parsed where its failure can
+be answered as what it is: the caller's mistake, with a BadRequest detail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import message, message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+
+from stockgate.engine import InvalidArgument
+
+from .status import abort
+
+UNARY_FIELD = "request"  # the field a unary call's unparsable request is reported as
+# A stream's unparsable message is reported as <name>[i], counted from 0 across the stream;
+# Import already names its messages chunks[i].
+STREAM_FIELDS = {"stockgate.v1.ImportChunk": "chunks"}
+STREAM_FIELD_DEFAULT = "messages"
+
+
+def _problem(cls: type, exc: message.DecodeError) -> str:
+    # protobuf says "Error parsing message with type 'X': <why>"; the type is named here.
+    why = str(exc).rsplit(": ", 1)[-1]
+    return f"is not a valid {cls.DESCRIPTOR.full_name} message ({why}); nothing of it was done"
+
+
+def _unary_in(fn: Callable, cls: type) -> Callable:
+    parse = cls.FromString
+
+    async def behavior(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = parse(raw)
+        except message.DecodeError as exc:
+            await abort(context, InvalidArgument(UNARY_FIELD, _problem(cls, exc)))
+        return await fn(request, context)
+
+    return behavior
+
+
+async def _parsed(raw_messages: AsyncIterator[bytes], cls: type) -> AsyncIterator[Any]:
+    """The stream's messages, parsed; the first that does not parse ends it with
+    InvalidArgument naming it (the servicer answers that as it answers any bad message)."""
+    parse = cls.FromString
+    name = STREAM_FIELDS.get(cls.DESCRIPTOR.full_name, STREAM_FIELD_DEFAULT)
+    i = 0
+    async for raw in raw_messages:
+        try:
+            yield parse(raw)
+        except message.DecodeError as exc:
+            raise InvalidArgument(f"{name}[{i}]", _problem(cls, exc)) from None
+        i += 1
+
+
+def _stream_in(fn: Callable, cls: type) -> Callable:
+    async def behavior(raw_messages: AsyncIterator[bytes],
+                       context: grpc.aio.ServicerContext) -> Any:
+        return await fn(_parsed(raw_messages, cls), context)
+
+    return behavior
+
+
+def add_servicer(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
+    """Register every method of `service` on `server`, served by the servicer's method of
+    the same name, parsing requests as described above (responses as generated code
+    would serialize them)."""
+    handlers = {}
+    for m in service.methods:
+        cls = message_factory.GetMessageClass(m.input_type)
+        out = message_factory.GetMessageClass(m.output_type).SerializeToString
+        fn = getattr(servicer, m.name)
+        if m.client_streaming and m.server_streaming:
+            h = grpc.stream_stream_rpc_method_handler(_stream_in(fn, cls),
+                                                      response_serializer=out)
+        elif m.client_streaming:
+            h = grpc.stream_unary_rpc_method_handler(_stream_in(fn, cls),
+                                                     response_serializer=out)
+        elif m.server_streaming:
+            h = grpc.unary_stream_rpc_method_handler(_unary_in(fn, cls),
+                                                     response_serializer=out)
+        else:
+            h = grpc.unary_unary_rpc_method_handler(_unary_in(fn, cls),
+                                                    response_serializer=out)
+        handlers[m.name] = h
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
