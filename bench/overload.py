@@ -309,18 +309,20 @@ async def phases(address: str, pid: int, skus: int, duration_s: float) -> dict[s
     out: dict[str, Any] = {}
     try:
         # Warm-up: the stream, the server's caches, the rate the admission learns.
-        await run_phase(stream, msgs, duration_s=1.0, in_flight=MESSAGES_IN_FLIGHT)
+        warm = await run_phase(stream, msgs, duration_s=1.0, in_flight=MESSAGES_IN_FLIGHT)
+        granted = warm["tally"].granted_units
         plan = [("capacity", {"in_flight": MESSAGES_IN_FLIGHT}), ("unloaded", UNLOADED_SHARE),
                 ("flood", FLOOD_FACTOR), ("recovery", UNLOADED_SHARE)]
         capacity_msgs_s = 0.0
-        granted = 0
         for name, how in plan:
             kw = how if isinstance(how, dict) else {"rate": how * capacity_msgs_s}
             log(f"{name}: " + (f"{kw['rate'] * OPS_PER_MESSAGE:,.0f} ops/s offered"
                                if "rate" in kw else f"{MESSAGES_IN_FLIGHT} messages in flight"))
             meter.start()
+            rss_before = rss_kb(pid, "VmRSS")
             ph = await run_phase(stream, msgs, duration_s=duration_s, **kw)
             s = summary(ph, meter.stop_ns(), rss_kb(pid, "VmRSS"))
+            s["server_rss_growth_kb"] = s["server_rss_kb"] - rss_before
             s["offered_ops_per_s"] = kw.get("rate", 0.0) * OPS_PER_MESSAGE
             granted += s["granted_units"]
             if name == "capacity":
@@ -375,8 +377,6 @@ def cmd_overload(args: argparse.Namespace) -> int:
             results.update(uvloop.run(phases(sg.address, sg.pid, skus, duration)))
         finally:
             results["server_exit_code"] = sg.stop()
-            if os.environ.get("SG_ADM_DEBUG"):
-                Path("/tmp/ov/server.err").write_text(sg.stderr_text())
         log("auditing the store")
         results["audit"] = audit(store, results.get("granted_units_total", 0), skus)
     u = results["unloaded"]["admitted_p99_ms"]
@@ -412,6 +412,10 @@ def print_table(r: dict[str, Any]) -> None:
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
     print()
+    f = r["flood"]
+    print(f"server RSS grew {f['server_rss_growth_kb'] / 1024:,.0f} MiB during the flood, "
+          f"{f['server_rss_growth_kb'] * 1024 / max(1, f['granted_units']):,.0f} bytes per "
+          f"reservation it granted (the book keeps every reservation: bench/README.md)")
     print(f"server peak RSS {r['server_peak_rss_kb'] / 1024:,.0f} MiB; retry hint "
           f"{r['flood']['retry_after_ms_min']} ms; units granted {r['granted_units_total']:,},"
           f" held after {r['audit']['units_held']:,}; check clean {r['audit']['check_clean']}")

@@ -11,13 +11,25 @@ from __future__ import annotations
 import gc
 
 GC_GEN0_THRESHOLD = 50_000  # container allocations between young passes (CPython: 700)
-GC_GEN1_THRESHOLD = 20
+GC_GEN1_THRESHOLD = 3  # each middle pass walks at most 3 young passes of survivors
 GC_GEN2_THRESHOLD = 20
 
 
 def tune_gc() -> None:
-    """Freeze what exists now (the loaded book) out of the GC's sight and make young
-    passes rarer. Idempotent."""
+    """Freeze what exists now (the loaded book) out of the GC's sight, make young passes
+    rarer, and freeze what survives each older pass too. Idempotent."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD, GC_GEN2_THRESHOLD)
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+
+
+def _freeze_survivors(phase: str, info: dict) -> None:
+    """What outlives a middle-generation pass is the book growing (reservations, their
+    records): measured here, each such pass over a million of them stopped the event
+    loop for 185 ms, and a full pass grows with the book without end. Frozen, they are
+    never walked again. The price: a reference cycle formed later among frozen objects
+    is never collected; the engine's long-lived objects hold no cycles."""
+    if phase == "stop" and info["generation"] >= 1:
+        gc.freeze()

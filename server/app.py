@@ -156,7 +156,6 @@ class Server:
     async def _serve(self, engine: Engine, creds: grpc.ServerCredentials | None) -> None:
         c = self.config
         self._admission = admission = Admission(c.inflight_ops_max, c.queue_ms)
-        admission.probe(asyncio.get_running_loop())
         self.rates = rates.buckets(c, self._rate_clock)
         auth = Authenticator(c.tokens, self.rates)
         interceptors = []

@@ -114,9 +114,10 @@ SETTINGS: tuple[Setting, ...] = (
             "server; past it calls are shed with RESOURCE_EXHAUSTED and a retry hint; a "
             "batch call of more requests is INVALID_ARGUMENT", 1, INFLIGHT_OPS_MAX),
     Setting("queue_ms", int, "how long admitted work may wait: operations in flight may "
-            "reach what the server answers in this time at its best recent rate (never "
-            "fewer than 1,000, never more than inflight_ops_max); past it calls are shed "
-            "at once with RESOURCE_EXHAUSTED and a retry hint", 1, QUEUE_MS_MAX),
+            "reach what the server answers in this time at its best recent rate (at least "
+            "1,000, at most inflight_ops_max; fewer while a flood keeps the event loop "
+            "busy, so it keeps reading); past it calls are shed at once with "
+            "RESOURCE_EXHAUSTED and a retry hint", 1, QUEUE_MS_MAX),
     Setting("session_inflight_ops_max", int, "operations of one Session stream started "
             "and not yet answered on the stream; past it the server stops reading that "
             "stream until answers are written", 1, SESSION_INFLIGHT_OPS_MAX),
