@@ -47,6 +47,8 @@ OPS_PER_MESSAGE = 100
 MESSAGES_IN_FLIGHT = 8  # the capacity phase's closed loop
 UNLOADED_SHARE = 0.5
 FLOOD_FACTOR = 5.0
+PHASE_S = 10.0
+QUICK_PHASE_S = 3.0
 TICK_S = 0.002  # how often the open loop sends the messages that came due
 TTL_MS = 7 * 24 * 3_600 * 1_000
 ID_DIGITS = 9  # message numbers in ids: fixed width, so one template serves every message
@@ -358,7 +360,7 @@ def cmd_overload(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    duration = 3.0 if args.quick else args.duration
+    duration = args.duration or (QUICK_PHASE_S if args.quick else PHASE_S)
     skus = 2_000 if args.quick else args.skus
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     results: dict[str, Any] = {"duration_s": duration, "skus": skus,
@@ -429,8 +431,19 @@ def print_table(r: dict[str, Any]) -> None:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", required=True, help="directory for results.json")
     ap.add_argument("--quick", action="store_true", help="3 s per phase, 2,000 SKUs")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    ap.add_argument("--duration", type=float, default=0.0,
+                    help=f"seconds per phase (default {PHASE_S:g}; quick {QUICK_PHASE_S:g})")
     ap.add_argument("--skus", type=int, default=100_000, help="SKUs the reserves spread over")
     ap.add_argument("--queue-ms", type=int, default=0,
                     help="the server's queue_ms (default: the server's default)")
     ap.add_argument("--store-dir", default=None, help="where the store is built (a disk)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return cmd_overload(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -240,3 +240,16 @@ def test_report_tables_and_charts_render(tmp_path):
     assert all((tmp_path / f).stat().st_size > 0 for f in made.values())
     text = report_markdown.render(res)
     assert "## The issue's targets" in text and "redis-everysec: not installed" in text
+
+
+def test_overload_runs_and_a_flood_changes_nothing(tmp_path):
+    import overload
+
+    assert overload.main(["--quick", "--duration", "1", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["audit"]["check_clean"]
+    assert r["audit"]["units_held"] == r["granted_units_total"] > 0
+    assert r["errors_total"] == 0 and r["server_exit_code"] == 0
+    for phase in ("capacity", "unloaded", "flood", "recovery"):
+        assert r[phase]["messages_answered"] == r[phase]["messages_sent"] > 0
+    assert r["flood"]["shed_without_retry_hint"] == 0
