@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE))
 
 from book import sku_name  # noqa: E402
 from histogram import LatencyHistogram  # noqa: E402
+from machine import machine_info  # noqa: E402
 from processes import CpuMeter, Served  # noqa: E402
 
 from server import CHANNEL, seed_store  # noqa: E402
@@ -363,7 +364,7 @@ def cmd_overload(args: argparse.Namespace) -> int:
     duration = args.duration or (QUICK_PHASE_S if args.quick else PHASE_S)
     skus = 2_000 if args.quick else args.skus
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    results: dict[str, Any] = {"duration_s": duration, "skus": skus,
+    results: dict[str, Any] = {"machine": machine_info(), "duration_s": duration, "skus": skus,
                                "ops_per_message": OPS_PER_MESSAGE,
                                "flood_factor": FLOOD_FACTOR, "unloaded_share": UNLOADED_SHARE}
     with tempfile.TemporaryDirectory(dir=args.store_dir) as tmp:
@@ -387,7 +388,9 @@ def cmd_overload(args: argparse.Namespace) -> int:
         "recovery_admitted_p99_over_unloaded": results["recovery"]["admitted_p99_ms"] / u,
     }
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
+    table = "\n".join(table_lines(results)) + "\n"
+    (out_dir / "SUMMARY.txt").write_text(table)
+    print(table, end="")
     return 0 if correct(results) else 1
 
 
@@ -399,7 +402,13 @@ def correct(r: dict[str, Any]) -> bool:
             and r["server_exit_code"] == 0)
 
 
-def print_table(r: dict[str, Any]) -> None:
+def table_lines(r: dict[str, Any]) -> list[str]:
+    """The run as the table and lines the command prints (and writes to SUMMARY.txt)."""
+    m = r["machine"]
+    out = [f"{m['nproc']} cores ({m['cpu_model']}), Python {m['python']}, commit "
+           f"{m.get('git_commit', '?')}, load average at start "
+           f"{m['loadavg_at_start'][0]:.2f}; {r['duration_s']:g} s per phase, "
+           f"{r['skus']:,} SKUs, {r['ops_per_message']} reserves per message", ""]
     rows = [("phase", "offered ops/s", "admitted ops/s", "refused/s", "admitted p50 ms",
              "admitted p99 ms", "shed p99 ms", "server µs/op", "generator CPU")]
     for k in ("capacity", "unloaded", "flood", "recovery"):
@@ -412,20 +421,23 @@ def print_table(r: dict[str, Any]) -> None:
                      f"{x['server_cpu_us_per_op']:.1f}", f"{x['generator_cpu_share']:.2f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    print()
+        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    out.append("")
     f = r["flood"]
-    print(f"server RSS grew {f['server_rss_growth_kb'] / 1024:,.0f} MiB during the flood, "
-          f"{f['server_rss_growth_kb'] * 1024 / max(1, f['granted_units']):,.0f} bytes per "
-          f"reservation it granted (the book keeps every reservation: bench/README.md)")
-    print(f"server peak RSS {r['server_peak_rss_kb'] / 1024:,.0f} MiB; retry hint "
-          f"{r['flood']['retry_after_ms_min']} ms; units granted {r['granted_units_total']:,},"
-          f" held after {r['audit']['units_held']:,}; check clean {r['audit']['check_clean']}")
+    out.append(f"server RSS grew {f['server_rss_growth_kb'] / 1024:,.0f} MiB during the "
+               f"flood, {f['server_rss_growth_kb'] * 1024 / max(1, f['granted_units']):,.0f} "
+               "bytes per reservation it granted (the book keeps every reservation: "
+               "bench/README.md)")
+    out.append(f"server peak RSS {r['server_peak_rss_kb'] / 1024:,.0f} MiB; retry hint "
+               f"{r['flood']['retry_after_ms_min']} ms; units granted "
+               f"{r['granted_units_total']:,}, held after {r['audit']['units_held']:,}; "
+               f"check clean {r['audit']['check_clean']}")
     for key, (op, target) in TARGETS.items():
         got = r["summary"][key]
         ok = got <= target if op == "<=" else got >= target
-        print(f"{key:40s} {got:8.2f}  target {op} {target}  {'PASS' if ok else 'MISS'}")
-    print(f"correctness (audit, retry hints, no errors): {'PASS' if correct(r) else 'FAIL'}")
+        out.append(f"{key:40s} {got:8.2f}  target {op} {target}  {'PASS' if ok else 'MISS'}")
+    out.append(f"correctness (audit, retry hints, no errors): {'PASS' if correct(r) else 'FAIL'}")
+    return out
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
