@@ -50,7 +50,8 @@ UNLOADED_SHARE = 0.5
 FLOOD_FACTOR = 5.0
 PHASE_S = 10.0
 QUICK_PHASE_S = 3.0
-TICK_S = 0.002  # how often the open loop sends the messages that came due
+TICK_S = 0.002
+TIMELINE_BIN_S = 0.1  # how often the open loop sends the messages that came due
 TTL_MS = 7 * 24 * 3_600 * 1_000
 ID_DIGITS = 9  # message numbers in ids: fixed width, so one template serves every message
 OP_ID_BASE = 1 << 56  # operation ids: a fixed varint width for the same reason
@@ -202,7 +203,10 @@ class Stream:
 class Tally:
     """One phase's answers: admitted and shed messages, their latencies, retry hints."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: float) -> None:
+        self.start = start
+        # Per TIMELINE_BIN_S of due time: [admitted, shed, slowest answer in ms].
+        self.timeline: list[list[float]] = []
         self.admitted = LatencyHistogram()
         self.shed = LatencyHistogram()
         self.granted_units = 0
@@ -214,6 +218,12 @@ class Tally:
     def done(self, t_due: float, t_done: float, granted: int, shed: bool, retry: int) -> None:
         self.answered += 1
         self.granted_units += granted
+        b = max(0, int((t_due - self.start) / TIMELINE_BIN_S))
+        if b >= len(self.timeline):
+            self.timeline.extend([0, 0, 0.0] for _ in range(b + 1 - len(self.timeline)))
+        row = self.timeline[b]
+        row[1 if shed else 0] += 1
+        row[2] = max(row[2], (t_done - t_due) * 1e3)
         if shed:
             self.shed.record(t_done - t_due)
             if retry <= 0:
@@ -230,7 +240,7 @@ async def run_phase(stream: Stream, msgs: Messages, *, duration_s: float,
                     rate: float = 0.0, in_flight: int = 0) -> dict[str, Any]:
     """Closed-loop (in_flight messages always out) or open-loop (rate messages/s)."""
     perf = time.perf_counter
-    tally = Tally()
+    tally = Tally(perf())
     budget = int((rate or 2_000) * duration_s * 1.2) + in_flight + 16
     first = msgs.next + 1  # the number of payloads[0]
     payloads = msgs.build(budget)
@@ -249,7 +259,7 @@ async def run_phase(stream: Stream, msgs: Messages, *, duration_s: float,
 
     stream.on_done = on_done
     cpu0 = time.process_time()
-    start = perf()
+    start = tally.start = perf()
     end = start + duration_s
     if in_flight:
         for _ in range(in_flight):
@@ -291,7 +301,8 @@ def summary(ph: dict[str, Any], server_ns: int, rss_kb: int) -> dict[str, Any]:
         "shed_p99_ms": shed.percentile_s(99) * 1e3 if shed.total else None,
         "retry_after_ms_min": t.retry_ms_min, "shed_without_retry_hint": t.no_retry_hint,
         "server_cpu_us_per_op": server_ns / 1e3 / max(1, t.answered * OPS_PER_MESSAGE),
-        "server_rss_kb": rss_kb, "wall_s": wall,
+        "server_rss_kb": rss_kb, "wall_s": wall, "timeline_bin_s": TIMELINE_BIN_S,
+        "timeline": [[a, s, round(ms, 1)] for a, s, ms in t.timeline],
         # The generator's CPU share of one core: near 1.0 it, not the server, set the pace.
         "generator_cpu_share": ph["generator_cpu_s"] / wall,
     }

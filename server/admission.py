@@ -33,7 +33,7 @@ INFLIGHT_OPS_FLOOR = 1_000
 RATE_WINDOW_S = 0.05  # the answering rate is measured over windows this long
 # The best rate fades by half in this time, so a server slowed for good (a slower disk, a
 # heavier mix of calls) lowers its bound within seconds, while one quiet window does not.
-RATE_HALF_LIFE_S = 10.0
+RATE_HALF_LIFE_S = 30.0
 # While calls are being shed, reading and refusing them takes the event loop's time too;
 # past this share of a window's wall time spent by the loop thread, admitted work is
 # squeezed so the loop keeps reading (or the refusals, too, would wait in a queue). Not
@@ -41,7 +41,9 @@ RATE_HALF_LIFE_S = 10.0
 # loop with a backlog showed 0.8 to 0.93 of a core.
 LOOP_BUSY_SHARE_MAX = 0.8
 SQUEEZE_DOWN = 0.5  # per window while the loop is past LOOP_BUSY_SHARE_MAX and shedding
-SQUEEZE_UP = 2.0  # per window otherwise, back to 1: recovery must be quick
+# Per window while shedding with the loop below that share: gently, as each step up lets
+# more work in while the flood goes on. A window that sheds nothing ends the squeeze.
+SQUEEZE_UP = 1.25
 SQUEEZE_MIN = 0.02
 
 
@@ -137,7 +139,10 @@ class Admission:
         self.rate_best = max(rate, self.rate_best * fade)
         cpu = self._cpu_clock()
         busy = (cpu - self._cpu_start) / elapsed
-        if busy > LOOP_BUSY_SHARE_MAX and self.shed_total > self._shed_start:
+        shedding = self.shed_total > self._shed_start
+        if not shedding:
+            self.squeeze = 1.0  # the flood is over (or never was)
+        elif busy > LOOP_BUSY_SHARE_MAX:
             self.squeeze = max(SQUEEZE_MIN, self.squeeze * SQUEEZE_DOWN)
         else:
             self.squeeze = min(1.0, self.squeeze * SQUEEZE_UP)

@@ -17,6 +17,7 @@ from server_calls import ADMIN, R, T, connect, op_results, reserve, run, seed_bo
 
 from stockgate.server.admission import (
     INFLIGHT_OPS_FLOOR,
+    RATE_HALF_LIFE_S,
     RATE_WINDOW_S,
     SHED_RETRY_AFTER_MS_MIN,
     SQUEEZE_MIN,
@@ -81,7 +82,7 @@ def test_the_best_rate_fades_so_a_slower_server_lowers_its_bound():
     adm = admission(c)
     answer(adm, c, 10_000)
     high = adm.limit
-    for _ in range(int(30 / RATE_WINDOW_S)):  # 30 s at a quarter of that speed
+    for _ in range(int(6 * RATE_HALF_LIFE_S / RATE_WINDOW_S)):  # at a quarter of that speed
         answer(adm, c, 2_500)
     assert adm.limit == pytest.approx(high / 4, rel=0.05)
 
