@@ -15,7 +15,14 @@ from . import calls, limits, wire
 from .aio_session import AsyncSession
 from .backoff import Backoff
 from .batch import ReserveRequest
-from .errors import ClientClosed, DeadlineExceeded, NotFound, Unavailable, error_from_rpc
+from .errors import (
+    ClientClosed,
+    DeadlineExceeded,
+    NotFound,
+    Unavailable,
+    after_retries,
+    error_from_rpc,
+)
 from .records import BucketStock, Campaign, Channel, CheckReport, JournalPage
 from .results import Reservation, Result
 from .transport import PemSource, Transport
@@ -362,10 +369,12 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + check_timeout(timeout, self.timeout, call.timeout_s_min)
         backoff = Backoff()
+        unavailable: Unavailable | None = None  # the last one, while retrying
         while True:
             left = deadline - loop.time()
             if left <= 0:
-                raise DeadlineExceeded("the deadline passed before the call was sent")
+                raise after_retries(DeadlineExceeded("the deadline passed before the call "
+                                                     "was sent"), unavailable)
             try:
                 answer = await method(call.request, timeout=left,
                                       metadata=self.transport.metadata)
@@ -374,11 +383,12 @@ class AsyncClient:
                 if call.none_if_not_found and isinstance(err, NotFound):
                     return None
                 if call.idempotent and isinstance(err, Unavailable):
+                    unavailable = err
                     delay = backoff.next_delay_s()
                     if loop.time() + delay < deadline:
                         await asyncio.sleep(delay)
                         continue
-                raise err from None
+                raise after_retries(err, unavailable) from None
             return call.read(answer)
 
 

@@ -217,3 +217,13 @@ def _read_details(metadata: Iterable[Any]) -> tuple[str, str, int]:
             detail.Unpack(info)
             retry_after_ms = info.retry_delay.seconds * 1_000 + info.retry_delay.nanos // 1_000_000
     return field, problem, retry_after_ms
+
+
+def after_retries(err: StockgateError, unavailable: Unavailable | None) -> StockgateError:
+    """What a caller is told when a call retried after UNAVAILABLE ends in `err`: a
+    deadline that passed while retrying is told as the server's unavailability (with its
+    reason), not as a plain deadline, whichever attempt the deadline happened to cut."""
+    if unavailable is not None and isinstance(err, DeadlineExceeded):
+        return Unavailable(f"{unavailable.message} (the deadline passed while retrying; "
+                           "retry with the same id)")
+    return err

@@ -168,28 +168,30 @@ class Outbox:
                     continue
                 self.settle(p, res, None)
                 continue
-            err = r.error
-            if err.code == _UNAVAILABLE:
-                # The server cannot do it now (shutting down, store failure): send the
-                # same operation again later, within the caller's deadline.
-                p.unavailable = err.message or "the server is unavailable"
-                self._resend_backoff.failures = p.attempts - 1
-                delay = self._resend_backoff.next_delay_s()
-                if now + delay < p.deadline:
-                    p.not_before = now + delay
-                    self.delayed.append(p)
-                    continue
-                self.settle(p, None, Unavailable(err.message or "the server is unavailable"))
-                continue
-            self.settle(p, None, error_for_number(err.code, err.message, err.field,
-                                                  err.retry_after_ms))
+            self.refused(p, r.error, now)
         if response.refused_ids:
             err = response.refused_error
             for op_id in response.refused_ids:
                 p = self.in_flight.pop(op_id, None)
                 if p is not None and not p.done:
-                    self.settle(p, None, error_for_number(err.code, err.message, err.field,
-                                                          err.retry_after_ms))
+                    self.refused(p, err, now)
+
+    def refused(self, p: Pending, err: Any, now: float) -> None:
+        """An operation answered with an Error (its own, or one shared by refused_ids)."""
+        if err.code == _UNAVAILABLE:
+            # The server cannot do it now (shutting down, store failure): send the
+            # same operation again later, within the caller's deadline.
+            p.unavailable = err.message or "the server is unavailable"
+            self._resend_backoff.failures = p.attempts - 1
+            delay = self._resend_backoff.next_delay_s()
+            if now + delay < p.deadline:
+                p.not_before = now + delay
+                self.delayed.append(p)
+                return
+            self.settle(p, None, Unavailable(err.message or "the server is unavailable"))
+            return
+        self.settle(p, None, error_for_number(err.code, err.message, err.field,
+                                              err.retry_after_ms))
 
     def requeue_in_flight(self) -> None:
         """The stream broke: what was sent and not answered goes first on the next one."""

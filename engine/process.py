@@ -11,30 +11,26 @@ from __future__ import annotations
 import gc
 
 # Container allocations between young passes (CPython: 700). Each pass stops the event
-# loop for its young objects: at 50,000 the passes showed in the p99 of answers, at
-# 10,000 none passed 15 ms. Measured side by side (`bench/run.py core --quick`, run
-# alternately twice each), 10,000 also cost less CPU per durable reservation: 12-17 µs
-# against 14-19 µs (with the middle-pass freeze below in both).
+# loop while it walks the young objects: at 50,000, passes of 30-60 ms every second or
+# two were an unloaded server's p99. Measured side by side (`bench/run.py core --quick`,
+# alternately, twice each), 10,000 costs no more CPU per durable reservation (15-17 µs
+# one by one, 12-13 µs in batches, against 16 and 14-16 µs) and lowers the p99 (19-25 ms
+# against 26-28 ms; in batches 100-126 ms against 140-190 ms).
 GC_GEN0_THRESHOLD = 10_000
-GC_GEN1_THRESHOLD = 3  # each middle pass walks at most 3 young passes of survivors
+GC_GEN1_THRESHOLD = 3  # a middle pass walks the survivors of 3 young passes, not 20
 GC_GEN2_THRESHOLD = 20
 
 
 def tune_gc() -> None:
-    """Freeze what exists now (the loaded book) out of the GC's sight, make young passes
-    rarer, and freeze what survives each older pass too. Idempotent."""
+    """Freeze what exists now (the loaded book) out of the GC's sight and make young
+    passes rarer. Idempotent.
+
+    Only what exists at this call is frozen, never later: a frozen object is not examined
+    again, so a reference cycle it later joined would never be collected, and a server's
+    objects at any later moment include calls in flight (tasks, exceptions with their
+    tracebacks) that do end in cycles. The price is that full passes still walk the book
+    grown since the start; CPython runs one only when the long-lived objects grew by a
+    quarter since the last."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD, GC_GEN2_THRESHOLD)
-    if _freeze_survivors not in gc.callbacks:
-        gc.callbacks.append(_freeze_survivors)
-
-
-def _freeze_survivors(phase: str, info: dict) -> None:
-    """What outlives a middle-generation pass is the book growing (reservations, their
-    records): measured here, each such pass over a million of them stopped the event
-    loop for 185 ms, and a full pass grows with the book without end. Frozen, they are
-    never walked again. The price: a reference cycle formed later among frozen objects
-    is never collected; the engine's long-lived objects hold no cycles."""
-    if phase == "stop" and info["generation"] >= 1:
-        gc.freeze()

@@ -45,6 +45,12 @@ SQUEEZE_DOWN = 0.5  # per window while the loop is past LOOP_BUSY_SHARE_MAX and 
 # more work in while the flood goes on. A window that sheds nothing ends the squeeze.
 SQUEEZE_UP = 1.25
 SQUEEZE_MIN = 0.02
+# Squeeze only for a flood: when at least this share of a window's operations was shed.
+# Slightly past capacity, a few refusals are the bound working, not a loop swamped by them.
+SHED_SHARE_MIN = 0.25
+# A window not closed for this long means nothing was answered meanwhile: the flood, if
+# there was one, is over, and a burst after the quiet meets the full bound.
+RATE_WINDOW_IDLE_S = 4 * RATE_WINDOW_S
 
 
 class Admission:
@@ -81,6 +87,8 @@ class Admission:
         if self.closing:
             return unavailable("the server is shutting down; retry with the same ids")
         ops = self.ops
+        if self.squeeze < 1.0 and self._clock() - self._window_start > RATE_WINDOW_IDLE_S:
+            self._measure(self._clock())
         if ops and (ops >= self.limit or ops + n > self.ops_max):
             self.shed_total += n
             retry_ms = max(SHED_RETRY_AFTER_MS_MIN, self.queue_ms)
@@ -93,6 +101,9 @@ class Admission:
     def full(self) -> bool:
         """True while refusal() would shed any call for the bound (not for ops_max)."""
         ops = self.ops
+        if ops and ops >= self.limit and self.squeeze < 1.0 \
+                and self._clock() - self._window_start > RATE_WINDOW_IDLE_S:
+            self._measure(self._clock())
         return ops > 0 and ops >= self.limit
 
     def admit(self, context: grpc.aio.ServicerContext, n: int = 1,
@@ -139,9 +150,12 @@ class Admission:
         self.rate_best = max(rate, self.rate_best * fade)
         cpu = self._cpu_clock()
         busy = (cpu - self._cpu_start) / elapsed
-        shedding = self.shed_total > self._shed_start
-        if not shedding:
+        shed = self.shed_total - self._shed_start
+        flood = shed >= SHED_SHARE_MIN * (shed + self._answered)
+        if not shed or elapsed > RATE_WINDOW_IDLE_S:
             self.squeeze = 1.0  # the flood is over (or never was)
+        elif not flood:
+            pass  # a few refusals: the bound at work
         elif busy > LOOP_BUSY_SHARE_MAX:
             self.squeeze = max(SQUEEZE_MIN, self.squeeze * SQUEEZE_DOWN)
         else:

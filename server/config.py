@@ -245,6 +245,10 @@ def validate(config: Config) -> None:
         raise ConfigError("tls_cert and tls_key go together: set both or neither")
     if config.tls_client_ca is not None and config.tls_cert is None:
         raise ConfigError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+    if config.token_burst_ops and not config.token_ops_per_s:
+        # As for a token's own burst_ops: a burst above no rate would mean nothing.
+        raise ConfigError(f"token_burst_ops is {config.token_burst_ops} but token_ops_per_s "
+                          "is 0 (unlimited): set token_ops_per_s too, or drop token_burst_ops")
     if len(config.tokens) > TOKENS_MAX:
         raise ConfigError(f"tokens has {len(config.tokens)} entries; the limit is {TOKENS_MAX}")
     seen: dict[str, str] = {}

@@ -178,13 +178,10 @@ class SessionStream:
             return
         waiting = self.waiting
         adm = self.svc._admission
-        if not waiting and adm.full():
-            # pump() would shed every op of it: answer them so without reading each one,
-            # since at five times the server's capacity reading is most of the work.
-            refusal = adm.refusal(len(ops))
-            answers.extend(zip([op.id for op in ops], itertools.repeat(refusal)))
-            self.wake.set()
-            return
+        # pump() would shed every good op of it: they are answered at once, with one
+        # refusal and nothing queued, since at five times the server's capacity reading
+        # and refusing is most of the work. Bad ops still get their own answers.
+        shed_ids: list[int] | None = [] if not waiting and adm.full() else None
         channels = self.caller.channels
         queued = len(waiting)
         for op in ops:
@@ -201,7 +198,13 @@ class SessionStream:
                 answers.append((op.id, InvalidArgument(
                     "timeout_ms", f"is {t}; it must be 0 (no limit) or more")))
                 continue
+            if shed_ids is not None:
+                shed_ids.append(op.id)
+                continue
             waiting.append((op.id, kind, m, now + t / 1000 if t else None))
+        if shed_ids:
+            refusal = adm.refusal(len(shed_ids))  # full(): a shed (or the shutdown's)
+            answers.extend(zip(shed_ids, itertools.repeat(refusal)))
         rate = self.caller.rate
         if rate is not None:
             self.charge(rate, len(waiting) - queued)

@@ -149,3 +149,17 @@ def test_overload_is_an_exception_with_a_retry_hint_never_an_outcome(tmp_path, k
 
         granted = run(scenario())
         assert sum(b.held for b in server.engine.stock("SKU-1")) == granted
+
+
+def test_a_deadline_cut_while_retrying_unavailable_is_told_as_unavailable():
+    # Whichever attempt the deadline happens to cut, a call that was retrying because the
+    # server was unavailable tells the caller why, not a bare deadline.
+    from stockgate.clients import DeadlineExceeded, Unavailable
+    from stockgate.clients.errors import after_retries
+
+    down = Unavailable("the store is full")
+    told = after_retries(DeadlineExceeded("deadline"), down)
+    assert isinstance(told, Unavailable) and "the store is full" in told.message
+    assert after_retries(DeadlineExceeded("deadline"), None).code == "DEADLINE_EXCEEDED"
+    bad = after_retries(Unavailable("x"), down)
+    assert bad.message == "x"

@@ -216,6 +216,12 @@ def test_a_rate_set_in_code_is_checked_too():
         Config(tokens={"t": TokenGrant(secret=SECRET, admin=True, ops_per_s=True)})
 
 
+def test_a_server_wide_burst_without_a_rate_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="token_burst_ops is 10 but token_ops_per_s is 0"):
+        Config(token_burst_ops=10)
+    assert Config(token_burst_ops=10, token_ops_per_s=5).token_burst_ops == 10
+
+
 # ---------------------------------------------------------------------- through the server
 
 def _limited(server_config, *, ops_per_s=1, burst_ops=3, **changes):
