@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -147,6 +148,12 @@ class SessionStream:
         finally:
             self.reading = False
             self.wake.set()
+            # Close the request reader now (an async generator: server/decode.py), not
+            # whenever the GC finalizes it: a stream ended early is then freed at once.
+            aclose = getattr(request_iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
 
     def stop(self) -> None:
         """The server is shutting down: answer what waits UNAVAILABLE (nothing was
