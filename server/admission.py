@@ -17,6 +17,7 @@ one machine and 300 ms for another. `ops_max` stays the hard ceiling.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,7 +31,10 @@ SHED_RETRY_AFTER_MS_MIN = 10  # the smallest retry hint sent with a shed call
 # Below this many operations in flight nothing is shed for speed: a burst after a quiet
 # spell (a flash sale opening) must not be refused because the server was idle before.
 INFLIGHT_OPS_FLOOR = 1_000
-RATE_WINDOW_S = 0.05  # the answering rate is measured over windows this long
+RATE_WINDOW_S = 0.05  # the admission's decisions are revised every window this long
+# The answering rate is measured over the last this many windows: group commit answers in
+# bursts (hundreds at each commit), and one window's count over- or underestimates.
+RATE_SPAN_WINDOWS = 4
 # The best rate fades by half in this time, so a server slowed for good (a slower disk, a
 # heavier mix of calls) lowers its bound within seconds, while one quiet window does not.
 RATE_HALF_LIFE_S = 30.0
@@ -73,6 +77,8 @@ class Admission:
         self.squeeze = 1.0  # the share of the rate's bound admitted now (see _measure)
         self._answered = 0  # in the current window
         self._window_start = clock()
+        self._span: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=RATE_SPAN_WINDOWS)  # (answered, seconds) of the last windows
         # The loop thread's CPU clock (leave() runs on the loop), and shed at window start.
         self._cpu_clock = cpu_clock
         self._cpu_start = cpu_clock()
@@ -145,7 +151,9 @@ class Admission:
         it, and the bound becomes what that rate answers in queue_ms, squeezed while the
         loop is saturated and shedding (a flood: reading the flood must keep up)."""
         elapsed = now - self._window_start
-        rate = self._answered / elapsed
+        span = self._span
+        span.append((self._answered, elapsed))
+        rate = sum(a for a, _ in span) / sum(t for _, t in span)
         fade = 0.5 ** (elapsed / RATE_HALF_LIFE_S)
         self.rate_best = max(rate, self.rate_best * fade)
         cpu = self._cpu_clock()
