@@ -36,7 +36,8 @@ RATE_WINDOW_S = 0.05  # the admission's decisions are revised every window this 
 # bursts (hundreds at each commit), and one window's count over- or underestimates.
 RATE_SPAN_WINDOWS = 4
 # The best rate fades by half in this time, so a server slowed for good (a slower disk, a
-# heavier mix of calls) lowers its bound within seconds, while one quiet window does not.
+# heavier mix of calls) lowers its bound within a minute, while a quiet spell before a
+# sale does not (the bound never falls below INFLIGHT_OPS_FLOOR anyway).
 RATE_HALF_LIFE_S = 30.0
 # While calls are being shed, reading and refusing them takes the event loop's time too;
 # past this share of a window's wall time spent by the loop thread, admitted work is
@@ -73,7 +74,7 @@ class Admission:
         self._resumed: asyncio.Event | None = None
         self._clock = clock
         self.limit = min(ops_max, INFLIGHT_OPS_FLOOR)  # the bound now (see _measure)
-        self.rate_best = 0.0  # operations answered per second, best recent window, fading
+        self.rate_best = 0.0  # operations answered per second, the best recent span, fading
         self.squeeze = 1.0  # the share of the rate's bound admitted now (see _measure)
         self._answered = 0  # in the current window
         self._window_start = clock()
