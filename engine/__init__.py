@@ -25,7 +25,7 @@ from .errors import (
 )
 from .lifecycle import IllegalTransition, State
 from .outcomes import Outcome
-from .process import tune_gc
+from .process import gc_tick, tune_gc
 from .queries import BucketStock
 from .reservations import ReserveRequest
 from .results import Allocation, LineResult, Reservation, Result
@@ -56,5 +56,6 @@ __all__ = [
     "StoreFullError",
     "SystemClock",
     "limits",
+    "gc_tick",
     "tune_gc",
 ]

@@ -9,6 +9,7 @@ application embedding the engine may prefer to leave its GC alone.
 from __future__ import annotations
 
 import gc
+import time
 
 # Container allocations between young passes (CPython: 700). Each pass stops the event
 # loop while it walks the young objects: at 50,000, passes of 30-60 ms every second or
@@ -17,30 +18,52 @@ import gc
 # one by one, 12-13 µs in batches, against 16 and 14-16 µs) and lowers the p99 (19-25 ms
 # against 26-28 ms; in batches 100-126 ms against 140-190 ms).
 GC_GEN0_THRESHOLD = 10_000
-GC_GEN1_THRESHOLD = 3  # a middle pass walks the survivors of 3 young passes, not 20
-# A full pass every 2 middle passes walks only what survived since the last (frozen
-# after each, below): under 40 ms measured here, where 20 made passes of 100-140 ms. Side
-# by side with 20 it costs about the same CPU per reservation one by one and up to a
-# fifth more in batches of 500 (`bench/run.py core --quick`, alternately, twice each).
+GC_GEN1_THRESHOLD = 3  # a middle pass every 4th young pass (CPython collects past it)
+# A full pass every 3rd middle pass walks only what survived since the last (frozen after
+# each, below): under 40 ms measured here, where 20 made passes of 100-140 ms. Side by
+# side with 20 it costs about the same CPU per reservation one by one and up to a fifth
+# more in batches of 500 (`bench/run.py core --quick`, alternately, twice each).
 GC_GEN2_THRESHOLD = 2
 SWEEP_PASSES_FIRST = 64  # full passes before the first sweep (see _after_full_pass)
+SWEEP_PASSES_GAP_MAX = 4_096  # ... and at most this many between two sweeps
+# ... unless sweeping would then take more than this share of the time: a sweep walks
+# the whole book (about a second per million reservations).
+SWEEP_TIME_SHARE_MAX = 0.001
 
 
 def tune_gc() -> None:
     """Freeze what exists now (the loaded book) out of the GC's sight, make young passes
-    rarer, and keep the book growing while serving out of full passes (below).
-    Idempotent."""
+    rarer, and keep the book growing while serving out of full passes (below). A server
+    calls gc_tick() every second or so after it. Idempotent."""
     gc.collect()
     gc.freeze()
+    # CPython runs a full pass only once the survivors of middle passes reach a quarter of
+    # what the last full pass kept; after the collect above that is the whole book, so a
+    # first long pass would wait for a quarter of the book and then walk all of it. This
+    # pass walks nothing (all is frozen) and sets that count to about zero.
+    gc.collect()
     gc.set_threshold(GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD, GC_GEN2_THRESHOLD)
     if _after_full_pass not in gc.callbacks:
-        gc.callbacks.append(_after_full_pass)
+        gc.callbacks.insert(0, _after_full_pass)
+
+
+def gc_tick() -> None:
+    """Finish a sweep (below) outside the collector, where collecting is allowed: freeze
+    what the sweep kept and reset CPython's count of it, as tune_gc() does at start.
+    Cheap when there is nothing to do; call it from the event loop about once a second."""
+    if _sweep.refreeze:
+        _sweep.refreeze = False
+        gc.freeze()
+        gc.collect()
 
 
 class _Sweep:
     passes = 0  # full passes since the start
     next_at = SWEEP_PASSES_FIRST  # the full pass after which the frozen are handed back
+    not_before = 0.0  # ... and not before this time (time.monotonic())
     due = False  # they were: the next full pass walks everything
+    started = 0.0  # when the sweep's pass started
+    refreeze = False  # the sweep is over: gc_tick() freezes again
 
 
 _sweep = _Sweep()
@@ -53,20 +76,28 @@ def _after_full_pass(phase: str, info: dict) -> None:
 
     Freezing has a price: a frozen object is never examined again, so a reference cycle
     it joins later is never collected, and survivors include calls in flight at that
-    moment (tasks, exceptions with their tracebacks) that can end in cycles. So after
-    64, 128, 256... full passes (each freezes about as much: the frozen have doubled),
-    they are handed back, and the next full pass walks everything once and collects what
-    leaked: the leak is bounded by one doubling, and the long passes come once per
-    doubling. (Counting passes, not objects: counting frozen objects walks them all.)"""
-    if phase != "stop" or info["generation"] != 2:
+    moment (tasks, exceptions with their tracebacks) that can end in cycles. So after 64,
+    128, 256... full passes (then every 4,096, and never taking more than 0.1 % of the
+    time), the frozen are handed back and the next full pass walks everything once and
+    collects what leaked: the leak is bounded by what leaks between two sweeps. Passes
+    are counted, not objects: counting frozen objects walks them all."""
+    if info["generation"] != 2:
         return
-    if _sweep.due:  # this pass walked everything
+    if phase == "start":
+        if _sweep.due:
+            _sweep.started = time.monotonic()
+        return
+    if _sweep.due:  # this pass walked everything: gc_tick() freezes again
         _sweep.due = False
-        gc.freeze()
+        _sweep.refreeze = True
+        took = time.monotonic() - _sweep.started
+        _sweep.not_before = time.monotonic() + took / SWEEP_TIME_SHARE_MAX
         return
+    if _sweep.refreeze:
+        return  # a pass before gc_tick() came: leave it to the tick
     _sweep.passes += 1
-    if _sweep.passes >= _sweep.next_at:
-        _sweep.next_at *= 2
+    if _sweep.passes >= _sweep.next_at and time.monotonic() >= _sweep.not_before:
+        _sweep.next_at = _sweep.passes + min(_sweep.passes, SWEEP_PASSES_GAP_MAX)
         _sweep.due = True
         gc.unfreeze()
     else:

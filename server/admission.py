@@ -46,15 +46,17 @@ RATE_HALF_LIFE_S = 30.0
 # loop with a backlog showed 0.8 to 0.93 of a core.
 LOOP_BUSY_SHARE_MAX = 0.8
 SQUEEZE_DOWN = 0.5  # per window while the loop is past LOOP_BUSY_SHARE_MAX and shedding
-# Per window while shedding with the loop below that share: gently, as each step up lets
-# more work in while the flood goes on. A window that sheds nothing ends the squeeze.
+# Per window while shedding with the loop below that share (or shedding only a few):
+# gently, as each step up lets more work in while the flood goes on. A window that sheds
+# nothing ends the squeeze.
 SQUEEZE_UP = 1.25
 SQUEEZE_MIN = 0.02
 # Squeeze only for a flood: when at least this share of a window's operations was shed.
 # Slightly past capacity, a few refusals are the bound working, not a loop swamped by them.
 SHED_SHARE_MIN = 0.25
-# A window not closed for this long means nothing was answered meanwhile: the flood, if
-# there was one, is over, and a burst after the quiet meets the full bound.
+# With nothing in flight and no window closed for this long, the flood, if there was one,
+# is over: a burst after the quiet meets the full bound. (Only with nothing in flight: a
+# slow commit during a flood also leaves windows open.)
 RATE_WINDOW_IDLE_S = 4 * RATE_WINDOW_S
 
 
@@ -94,24 +96,29 @@ class Admission:
         if self.closing:
             return unavailable("the server is shutting down; retry with the same ids")
         ops = self.ops
-        if self.squeeze < 1.0 and self._clock() - self._window_start > RATE_WINDOW_IDLE_S:
-            self._measure(self._clock())
-        if ops and (ops >= self.limit or ops + n > self.ops_max):
-            self.shed_total += n
-            retry_ms = max(SHED_RETRY_AFTER_MS_MIN, self.queue_ms)
-            return shed(f"{ops} operations are in flight, about {self.queue_ms} ms of work "
-                        f"at this server's speed (limit now {self.limit}, at most "
-                        f"{self.ops_max}); retry in {retry_ms} ms", retry_ms)
+        if not ops:
+            if self.squeeze < 1.0 and self._clock() - self._window_start > RATE_WINDOW_IDLE_S:
+                self._unsqueeze()  # nothing in flight, nothing answered for a while
+        elif ops >= self.limit or ops + n > self.ops_max:
+            return self.shed(n)
         self.ops = ops + n
         return None
 
     def full(self) -> bool:
         """True while refusal() would shed any call for the bound (not for ops_max)."""
         ops = self.ops
-        if ops and ops >= self.limit and self.squeeze < 1.0 \
-                and self._clock() - self._window_start > RATE_WINDOW_IDLE_S:
-            self._measure(self._clock())
         return ops > 0 and ops >= self.limit
+
+    def shed(self, n: int) -> CallError:
+        """Refuse n operations for the bound (or UNAVAILABLE while shutting down): what
+        refusal() answers past it, for callers that found the server full()."""
+        if self.closing:
+            return unavailable("the server is shutting down; retry with the same ids")
+        self.shed_total += n
+        retry_ms = max(SHED_RETRY_AFTER_MS_MIN, self.queue_ms)
+        return shed(f"{self.ops} operations are in flight, about {self.queue_ms} ms of work "
+                    f"at this server's speed (limit now {self.limit}, at most "
+                    f"{self.ops_max}); retry in {retry_ms} ms", retry_ms)
 
     def admit(self, context: grpc.aio.ServicerContext, n: int = 1,
               rate: Bucket | None = None) -> None:
@@ -161,20 +168,25 @@ class Admission:
         busy = (cpu - self._cpu_start) / elapsed
         shed = self.shed_total - self._shed_start
         flood = shed >= SHED_SHARE_MIN * (shed + self._answered)
-        if not shed or elapsed > RATE_WINDOW_IDLE_S:
+        if not shed:
             self.squeeze = 1.0  # the flood is over (or never was)
-        elif not flood:
-            pass  # a few refusals: the bound at work
-        elif busy > LOOP_BUSY_SHARE_MAX:
+        elif flood and busy > LOOP_BUSY_SHARE_MAX:
             self.squeeze = max(SQUEEZE_MIN, self.squeeze * SQUEEZE_DOWN)
-        else:
+        else:  # the loop has time, or only a few were refused: let more in
             self.squeeze = min(1.0, self.squeeze * SQUEEZE_UP)
-        by_rate = max(INFLIGHT_OPS_FLOOR, int(self.rate_best * self.queue_ms / 1000))
-        self.limit = max(1, min(self.ops_max, int(by_rate * self.squeeze)))
+        self._set_limit()
         self._answered = 0
         self._window_start = now
         self._cpu_start = cpu
         self._shed_start = self.shed_total
+
+    def _set_limit(self) -> None:
+        by_rate = max(INFLIGHT_OPS_FLOOR, int(self.rate_best * self.queue_ms / 1000))
+        self.limit = max(1, min(self.ops_max, int(by_rate * self.squeeze)))
+
+    def _unsqueeze(self) -> None:
+        self.squeeze = 1.0
+        self._set_limit()
 
     async def resumed(self) -> None:
         """Return when no consistency check holds new work back."""

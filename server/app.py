@@ -26,7 +26,7 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from stockgate.engine import Clock, Engine, StockgateError, tune_gc
+from stockgate.engine import Clock, Engine, StockgateError, gc_tick, tune_gc
 from stockgate.engine.demo import load_demo
 from stockgate.v1 import (
     inventory_pb2,
@@ -61,6 +61,7 @@ SERVER_START_TIMEOUT_S = 60  # ServerThread: opening a big store takes a while
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+GC_TICK_S = 1.0  # how often a sweep of the garbage collector is finished (gc_tick)
 
 
 class Server:
@@ -352,7 +353,15 @@ async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def tick() -> None:
+        nonlocal ticker
+        gc_tick()
+        ticker = loop.call_later(GC_TICK_S, tick)
+
+    ticker = loop.call_later(GC_TICK_S, tick)
     await stop.wait()
+    ticker.cancel()
     log.info("stockgate: stopping (grace %d ms)", config.shutdown_grace_ms)
     await server.stop()
     log.info("stockgate: stopped")

@@ -37,6 +37,7 @@ SESSION_RESULTS_PER_MESSAGE_MAX = limits.BATCH_OPS_MAX  # answers in one Session
 SESSION_SWEEP_MS = 10  # how often ops held back are checked against their timeout_ms
 OP_KINDS = ("reserve", "commit", "release", "extend", "amend")
 
+_NOTHING = object()  # no answer is this
 _NO_OP = InvalidArgument("op", f"is not set; give one of {', '.join(OP_KINDS)}")
 
 
@@ -161,9 +162,7 @@ class SessionStream:
         self.stopping = True
         self.room.set()
         while self.waiting:
-            op_id = self.waiting.popleft()[0]
-            self.answers.append((op_id, unavailable(
-                "the server is shutting down; nothing was done; retry with the same id")))
+            self.answers.append((self.waiting.popleft()[0], _shutting_down()))
         self.wake.set()
 
     def take(self, req: reservations_pb2.SessionRequest) -> None:
@@ -181,6 +180,10 @@ class SessionStream:
             too_many = InvalidArgument("ops", f"has {len(ops)} items in one message; the "
                                               f"limit is {OPS_PER_MESSAGE_MAX}")
             answers.extend((op.id, too_many) for op in ops)
+            self.wake.set()
+            return
+        if self.stopping:  # read after stop(): nothing starts any more
+            answers.extend((op.id, _shutting_down()) for op in ops)
             self.wake.set()
             return
         waiting = self.waiting
@@ -210,8 +213,7 @@ class SessionStream:
                 continue
             waiting.append((op.id, kind, m, now + t / 1000 if t else None))
         if shed_ids:
-            refusal = adm.refusal(len(shed_ids))  # full(): a shed (or the shutdown's)
-            answers.extend(zip(shed_ids, itertools.repeat(refusal)))
+            answers.extend(zip(shed_ids, itertools.repeat(adm.shed(len(shed_ids)))))
         rate = self.caller.rate
         if rate is not None:
             self.charge(rate, len(waiting) - queued)
@@ -321,6 +323,10 @@ class SessionStream:
             self.pump()
 
 
+def _shutting_down() -> CallError:
+    return unavailable("the server is shutting down; nothing was done; retry with the same id")
+
+
 def _timed_out() -> CallError:
     return deadline_exceeded("waited longer than its timeout_ms before it could start; "
                              "nothing was done")
@@ -359,13 +365,13 @@ def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionR
     results = resp.results
     fill_result = wire.fill_result
     errors: dict[BaseException, Any] = {}  # one refusal often answers a whole message
-    refused: BaseException | None = None  # the shed that answers refused_ids
+    refused: Any = _NOTHING  # the shed that answers refused_ids, once one is met
     refused_ids: list[int] = []
     for op_id, answer in chunk:
         if answer is refused:
             refused_ids.append(op_id)
         elif isinstance(answer, BaseException):
-            if refused is None and _is_shed(answer):
+            if refused is _NOTHING and _is_shed(answer):
                 refused = answer
                 refused_ids.append(op_id)
                 continue
@@ -378,7 +384,7 @@ def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionR
                 out.error.CopyFrom(filled)
         else:
             fill_result(results.add(id=op_id).result, answer)
-    if refused is not None:
+    if refused is not _NOTHING:
         resp.refused_ids.extend(refused_ids)
         fill_error(resp.refused_error, refused)
     return resp

@@ -340,3 +340,35 @@ def test_a_client_resends_refused_ids_answered_unavailable():
     assert settled == [] and box.delayed == [p]  # to be resent, not failed
     resent = box.take_message(now=box.next_ready_s(0.0) + 0.001)
     assert [op.reserve.reservation_id for op in resent.ops] == ["r-1"]
+
+
+def test_a_server_found_full_sheds_whatever_time_passed_meanwhile():
+    # A Session message found the server full() and read its operations; however long
+    # that took, the refusal is decided then and not again: nothing is counted in that
+    # no one will ever count out, and no operation goes unanswered.
+    c = Clocks()
+    adm = admission(c)
+    answer(adm, c, 10_000)
+    flood(adm, c)
+    assert adm.refusal(adm.limit) is None
+    assert adm.full()
+    in_flight = adm.ops
+    c.wall += 1.0  # the loop stalled while the message was read
+    refusal = adm.shed(300)
+    assert refusal.code == SHED and refusal.retry_after_ms > 0
+    assert adm.ops == in_flight
+
+
+def test_after_a_flood_a_few_refusals_do_not_keep_the_bound_squeezed():
+    # Callers just above the squeezed bound, retrying: every window refuses a few, none
+    # is a flood. The bound must grow back, not stay at the flood's level.
+    c = Clocks()
+    adm = admission(c)
+    answer(adm, c, 10_000)
+    flood(adm, c)
+    for _ in range(25):
+        assert adm.refusal(adm.limit) is None
+        assert adm.refusal(max(1, adm.limit // 10)) is not None
+        c.window(0.95)
+        adm.leave(adm.ops)
+    assert adm.squeeze == 1.0
