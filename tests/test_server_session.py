@@ -214,3 +214,23 @@ def test_answers_for_a_client_gone_away_end_the_stream_quietly(server, caplog):
         session = server.call(main)
     assert session.closed and not session.waiting
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_a_message_read_after_shutdown_began_is_answered_unavailable(server):
+    # A message already on its way when stop() came: nothing of it starts, and each op
+    # is told to come back with the same id rather than left waiting until the grace ends.
+    from stockgate.server.auth import ANYONE
+    from stockgate.server.session import SessionStream
+
+    async def main():
+        stream = SessionStream(server.server.reservations, ANYONE, context=None)
+        stream.stop()
+        stream.take(R.SessionRequest(ops=_ops(0, 3, "late")))
+        return stream
+
+    stream = run(main())
+    assert not stream.waiting and stream.inflight == 0
+    assert [op_id for op_id, _ in stream.answers] == [0, 1, 2]
+    assert all(e.code == grpc.StatusCode.UNAVAILABLE and "same id" in e.message
+               for _, e in stream.answers)
+    assert server.engine.reservation("late-0") is None
