@@ -267,6 +267,9 @@ def test_metrics_endpoint(server_config, start_server):
     assert 'stockgate_reservation_outcomes_total{outcome="OK"} 1.0' in text
     assert 'stockgate_reservation_outcomes_total{outcome="INSUFFICIENT_STOCK"} 1.0' in text
     assert "stockgate_operations_in_flight 0.0" in text
+    # The in-flight bound: a quiet server's is its floor (nothing measured fast yet).
+    from stockgate.server.admission import INFLIGHT_OPS_FLOOR
+    assert f"stockgate_operations_limit {float(INFLIGHT_OPS_FLOOR)}" in text
     assert "stockgate_journal_last_seq" in text
     assert "stockgate_session_messages_total 0.0" in text  # as docs/server.md names it
 
