@@ -99,7 +99,6 @@ class Tally:
     def __init__(self, start: float) -> None:
         self.start = start
         self.hist = LatencyHistogram()
-        self.hist_by: dict[str, LatencyHistogram] = {}  # per outcome
         self.outcomes: dict[str, int] = {}
         self.timeline: dict[str, list[int]] = {}
         self.calls = 0
@@ -110,10 +109,6 @@ class Tally:
     def add(self, t_due: float, t_done: float, outcome: str, units: int, ops: int,
             rid: str) -> None:
         self.hist.record(t_done - t_due)
-        h = self.hist_by.get(outcome)
-        if h is None:
-            h = self.hist_by[outcome] = LatencyHistogram()
-        h.record(t_done - t_due)
         self.calls += 1
         self.ops += ops
         self.units += units
@@ -189,9 +184,7 @@ async def run_phase(target: Any, ph: dict[str, Any], work: Workload, prefix: str
         "rate": ph["rate"], "wall_s": wall, "calls": tally.calls, "ops": tally.ops,
         "units": tally.units, "per_s": tally.ops / wall if wall else 0.0,
         "sent": sent, "dropped": dropped, "outcomes": tally.outcomes,
-        "histogram": tally.hist.to_json(),
-        "histogram_by_outcome": {k: h.to_json() for k, h in tally.hist_by.items()},
-        "timeline_bin_s": TIMELINE_BIN_S,
+        "histogram": tally.hist.to_json(), "timeline_bin_s": TIMELINE_BIN_S,
         "timeline": tally.timeline, "driver_cpu_s": cpu,
         "_acked": tally.acked,
     }
@@ -259,13 +252,10 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     if len(results) == 1:
         out = dict(results[0])
         out["histogram"] = LatencyHistogram.from_json(out["histogram"])
-        out["histogram_by_outcome"] = {k: LatencyHistogram.from_json(h) for k, h
-                                       in out.get("histogram_by_outcome", {}).items()}
         out["acked_files"] = [out.pop("acked_file")] if "acked_file" in out else []
         return out
     out = dict(results[0])
     out["histogram"] = LatencyHistogram()
-    out["histogram_by_outcome"] = {}
     out["outcomes"], out["timeline"] = {}, {}
     out["acked_files"] = []
     for k in ("calls", "ops", "units", "sent", "dropped", "driver_cpu_s", "per_s",
@@ -274,9 +264,6 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["wall_s"] = max(r["wall_s"] for r in results)
     for r in results:
         out["histogram"].merge(LatencyHistogram.from_json(r["histogram"]))
-        for k, h in r.get("histogram_by_outcome", {}).items():
-            out["histogram_by_outcome"].setdefault(k, LatencyHistogram()).merge(
-                LatencyHistogram.from_json(h))
         for k, n in r["outcomes"].items():
             out["outcomes"][k] = out["outcomes"].get(k, 0) + n
         for k, series in r["timeline"].items():
@@ -296,9 +283,6 @@ def finish(r: dict[str, Any], server_ns: int) -> dict[str, Any]:
     h: LatencyHistogram = r["histogram"]
     r.update(h.summary_ms())
     r["histogram"] = h.to_json()
-    by = r.get("histogram_by_outcome", {})
-    r["latency_by_outcome"] = {k: x.summary_ms() for k, x in by.items()}
-    r["histogram_by_outcome"] = {k: x.to_json() for k, x in by.items()}
     r["server_cpu_s"] = server_ns / 1e9
     r["server_cpu_us_per_op"] = server_ns / 1e3 / max(r["ops"], 1)
     r["driver_cpu_us_per_op"] = r["driver_cpu_s"] * 1e6 / max(r["ops"], 1)

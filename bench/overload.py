@@ -40,23 +40,24 @@ sys.path.insert(0, str(HERE))
 from book import sku_name  # noqa: E402
 from histogram import LatencyHistogram  # noqa: E402
 from machine import machine_info  # noqa: E402
-from processes import CpuMeter, Served  # noqa: E402
+from processes import CpuMeter, Served, status_kb  # noqa: E402
+from targets import OPS_PER_MESSAGE, SHED_CODE  # noqa: E402
 
 from server import CHANNEL, seed_store  # noqa: E402
 
-OPS_PER_MESSAGE = 100
 MESSAGES_IN_FLIGHT = 8  # the capacity phase's closed loop
 UNLOADED_SHARE = 0.5
 FLOOD_FACTOR = 5.0
 PHASE_S = 10.0
 QUICK_PHASE_S = 3.0
 TICK_S = 0.002
+CLOSED_LOOP_MESSAGES_PER_S_MAX = 2_000  # 6x the fastest closed loop measured here
+BUILD_SLACK = 1.2  # messages built past the phase's need
 TIMELINE_BIN_S = 0.1  # how often the open loop sends the messages that came due
 TTL_MS = 7 * 24 * 3_600 * 1_000
 ID_DIGITS = 9  # message numbers in ids: fixed width, so one template serves every message
 OP_ID_BASE = 1 << 56  # operation ids: a fixed varint width for the same reason
 ANSWER_SLACK_S = 30.0  # a phase's last answers may come this long after its end
-SHED_CODE = 8  # google.rpc.Code RESOURCE_EXHAUSTED
 TARGETS = {
     "flood_admitted_p99_over_unloaded": ("<=", 2.0),
     "recovery_admitted_p99_over_unloaded": ("<=", 2.0),
@@ -157,40 +158,35 @@ class Stream:
         ok = T.OUTCOME_OK
         parse = R.SessionResponse.FromString
         perf = time.perf_counter
-        opened = self._open
         try:
             async for raw in self._call:
                 now = perf()
                 resp = parse(raw)
                 for r in resp.results:
-                    n = message_of(r.id)
-                    m = opened[n]
-                    m[1] += 1
                     if r.HasField("result"):
-                        m[2] += r.result.outcome == ok
-                    elif r.error.code == SHED_CODE:
-                        m[3] = True
-                        m[4] = r.error.retry_after_ms
+                        self._answered(r.id, now, r.result.outcome == ok, None)
                     else:
-                        self.errors.append(f"{r.error.code}: {r.error.message}")
-                    if m[1] == OPS_PER_MESSAGE:
-                        del opened[n]
-                        self.on_done(m[0], now, m[2], m[3], m[4])
-                if resp.refused_ids:
-                    err = resp.refused_error
-                    if err.code != SHED_CODE:
-                        self.errors.append(f"{err.code}: {err.message}")
-                    for i in resp.refused_ids:
-                        n = message_of(i)
-                        m = opened[n]
-                        m[1] += 1
-                        m[3] = True
-                        m[4] = err.retry_after_ms
-                        if m[1] == OPS_PER_MESSAGE:
-                            del opened[n]
-                            self.on_done(m[0], now, m[2], m[3], m[4])
+                        self._answered(r.id, now, False, r.error)
+                for op_id in resp.refused_ids:
+                    self._answered(op_id, now, False, resp.refused_error)
         except asyncio.CancelledError:
             pass
+
+    def _answered(self, op_id: int, now: float, granted: bool, error: Any) -> None:
+        """One operation's answer; on_done() once its message is answered whole."""
+        n = message_of(op_id)
+        m = self._open[n]
+        m[1] += 1
+        m[2] += granted
+        if error is not None:
+            if error.code == SHED_CODE:
+                m[3] = True
+                m[4] = error.retry_after_ms
+            else:
+                self.errors.append(f"{error.code}: {error.message}")
+        if m[1] == OPS_PER_MESSAGE:
+            del self._open[n]
+            self.on_done(m[0], now, m[2], m[3], m[4])
 
     async def close(self) -> None:
         self._reader.cancel()
@@ -240,8 +236,11 @@ async def run_phase(stream: Stream, msgs: Messages, *, duration_s: float,
                     rate: float = 0.0, in_flight: int = 0) -> dict[str, Any]:
     """Closed-loop (in_flight messages always out) or open-loop (rate messages/s)."""
     perf = time.perf_counter
-    tally = Tally(perf())
-    budget = int((rate or 2_000) * duration_s * 1.2) + in_flight + 16
+    tally = Tally(0.0)  # its start is set when the phase starts, below
+    # Messages are built before the phase, so it never waits on building: enough for the
+    # rate (or the fastest closed loop seen), with slack.
+    per_s = rate or CLOSED_LOOP_MESSAGES_PER_S_MAX
+    budget = int(per_s * duration_s * BUILD_SLACK) + in_flight
     first = msgs.next + 1  # the number of payloads[0]
     payloads = msgs.build(budget)
     sent = 0
@@ -309,13 +308,6 @@ def summary(ph: dict[str, Any], server_ns: int, rss_kb: int) -> dict[str, Any]:
     return out
 
 
-def rss_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 async def phases(address: str, pid: int, skus: int, duration_s: float) -> dict[str, Any]:
     meter = CpuMeter(pid)
     stream = Stream(address)
@@ -333,16 +325,16 @@ async def phases(address: str, pid: int, skus: int, duration_s: float) -> dict[s
             log(f"{name}: " + (f"{kw['rate'] * OPS_PER_MESSAGE:,.0f} ops/s offered"
                                if "rate" in kw else f"{MESSAGES_IN_FLIGHT} messages in flight"))
             meter.start()
-            rss_before = rss_kb(pid, "VmRSS")
+            rss_before = status_kb(pid, "VmRSS")
             ph = await run_phase(stream, msgs, duration_s=duration_s, **kw)
-            s = summary(ph, meter.stop_ns(), rss_kb(pid, "VmRSS"))
+            s = summary(ph, meter.stop_ns(), status_kb(pid, "VmRSS"))
             s["server_rss_growth_kb"] = s["server_rss_kb"] - rss_before
             s["offered_ops_per_s"] = kw.get("rate", 0.0) * OPS_PER_MESSAGE
             granted += s["granted_units"]
             if name == "capacity":
                 capacity_msgs_s = ph["tally"].admitted.total / ph["wall_s"]
             out[name] = s
-        out["server_peak_rss_kb"] = rss_kb(pid, "VmHWM")
+        out["server_peak_rss_kb"] = status_kb(pid, "VmHWM")
         out["granted_units_total"] = granted
         out["errors"] = stream.errors[:20]
         out["errors_total"] = len(stream.errors)

@@ -34,6 +34,15 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def status_kb(pid: int | str, field: str) -> int:
+    """A memory figure of /proc/<pid>/status in KiB (VmRSS, VmHWM, RssAnon...); pid may
+    be "self"; 0 when the field is absent."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def machine_cpu_s() -> float:
     """CPU seconds every core of the machine has spent busy since boot (/proc/stat:
     user, nice, system, irq, softirq, steal), whoever ran: read around a measurement, it

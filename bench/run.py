@@ -81,6 +81,7 @@ def pct(values: list[float], p: float) -> float:
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import fsync_latency, machine_info  # noqa: E402,F401 - bench/machine.py
+from processes import status_kb  # noqa: E402 - bench/processes.py
 
 # ---------------------------------------------------------------------------- decisions
 
@@ -234,13 +235,6 @@ def add_holds(path: Path, skus: int, holds: int) -> dict[str, Any]:
             "bytes_on_disk": (path / "data.mdb").stat().st_size}
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def probe_open(path: str, trace: bool) -> dict[str, Any]:
     """In a fresh process: open the engine, report time and memory. (Hidden command.)"""
     import tracemalloc
@@ -248,7 +242,7 @@ def probe_open(path: str, trace: bool) -> dict[str, Any]:
     from stockgate.engine import Engine  # imported before the baseline
 
     gc.collect()
-    anon0, file0 = _status_kb("RssAnon"), _status_kb("RssFile")
+    anon0, file0 = status_kb("self", "RssAnon"), status_kb("self", "RssFile")
     if trace:
         tracemalloc.start()
     t0 = time.perf_counter()
@@ -258,7 +252,7 @@ def probe_open(path: str, trace: bool) -> dict[str, Any]:
     if trace:
         tracemalloc.stop()
     gc.collect()
-    anon1, file1 = _status_kb("RssAnon"), _status_kb("RssFile")
+    anon1, file1 = status_kb("self", "RssAnon"), status_kb("self", "RssFile")
     mem = eng.memory_bytes()
     live = eng.live_reservations()
     out = {"open_s": dt, "buckets": mem["buckets"], "counters_bytes": mem["counters_bytes"],

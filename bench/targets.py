@@ -110,25 +110,22 @@ class Session(Target):
         ok_code = self._types.OUTCOME_OK
         async for resp in self._call:
             for res in resp.results:
-                msg = res.id // OPS_PER_MESSAGE
-                fut, got = self._waiting[msg]
                 if res.HasField("result"):
-                    got.append(res.result.outcome == ok_code)
+                    self._answered(res.id, res.result.outcome == ok_code, False)
                 else:
-                    got.append(False)
-                    if res.error.code == SHED_CODE:
-                        got.shed = True
-                if len(got) == OPS_PER_MESSAGE:
-                    del self._waiting[msg]
-                    fut.set_result(got)
-            for i in resp.refused_ids:
-                msg = i // OPS_PER_MESSAGE
-                fut, got = self._waiting[msg]
-                got.append(False)
-                got.shed = True
-                if len(got) == OPS_PER_MESSAGE:
-                    del self._waiting[msg]
-                    fut.set_result(got)
+                    self._answered(res.id, False, res.error.code == SHED_CODE)
+            shed = resp.refused_error.code == SHED_CODE
+            for op_id in resp.refused_ids:
+                self._answered(op_id, False, shed)
+
+    def _answered(self, op_id: int, granted: bool, shed: bool) -> None:
+        """One operation's answer; its message's caller wakes once all are in."""
+        fut, got = self._waiting[op_id // OPS_PER_MESSAGE]
+        got.append(granted)
+        got.shed = got.shed or shed
+        if len(got) == OPS_PER_MESSAGE:
+            del self._waiting[op_id // OPS_PER_MESSAGE]
+            fut.set_result(got)
 
     async def reserve(self, rid: str, sku: str) -> tuple[str, int, int]:
         self._next += 1
