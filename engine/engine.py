@@ -39,7 +39,7 @@ from .lifecycle import State
 from .limits import check_int
 from .movements import Movements
 from .queries import Queries
-from .reservations import Reservations, _Res
+from .reservations import Ledger, Reservations, _Res
 from .store import Store
 
 # Presale floors live in the core as int32.
@@ -128,7 +128,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         self._campaigns: dict[str, _Campaign] = {}
         self._ended_pools: dict[int, int] = {}  # campaign bucket -> its source bucket
         self._transfers: dict[str, list[Any]] = {}
-        self._res: dict[str, _Res] = {}
+        self._res = Ledger(self._ticket_of)
         self._limit_idx: dict[tuple[str, str, str], int] = {}
         self._expiry: list[tuple[int, str]] = []
         self._timers: list[tuple[int, str]] = []  # campaign starts and ends
@@ -196,7 +196,7 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
             self._transfers[key.decode()] = records.unpack(value, "transfer")
         for _, value in st.items("reservations"):
             r = _Res.decode(value)
-            self._res[r.rid] = r
+            dict.__setitem__(self._res, r.rid, value)  # as written: see Ledger
             if r.state == State.HELD:
                 heapq.heappush(self._expiry, (r.expires_ms, r.rid))
                 for _, _, _, alloc, _ in r.lines:  # held is the sum of the live holds
@@ -322,6 +322,14 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         now, self._steady_now = self._read_clock()
         self._sweep_due(now, self._steady_now)
         return now
+
+    def _ticket_of(self, rid: str) -> Batch | None:
+        """The batch still on its way to disk with this reservation's record, if any."""
+        key = rid.encode()
+        for batch in (self._batch, getattr(self, "_writer", None) and self._writer.current):
+            if batch and key in batch.puts.get("reservations", ()):
+                return batch
+        return None
 
     def _staged(self) -> Batch | None:
         """Count the op into the open batch and return it as the caller's ticket. With
