@@ -1,6 +1,7 @@
 """Type stub for the compiled allocation core (engine/_core.pyx)."""
 
 from collections.abc import Iterable
+from typing import Any
 
 FLAG_PARTIAL: int
 FLAG_PRESALE: int
@@ -67,3 +68,12 @@ def hold(counters: Counters, limits: Counters, index: BucketIndex, ops: list[tup
          touched: dict[int, int], line_result: type, allocation: type,
          outcomes: tuple) -> list[tuple]: ...
 def check_plain_reserve(req: object, lim: tuple[int, ...]) -> tuple | None: ...
+
+RECORD_FORMAT_VERSION: int
+
+def pack_record(fields: list[Any]) -> bytes: ...
+def record_holds(todo: list[tuple], decided: list[tuple], checked: list[tuple], out: list[Any],
+                 res: dict[str, Any], expiry: list[tuple[int, str]],
+                 puts: dict[bytes, bytes], events: list[dict[str, Any]], seq: int, now: int,
+                 steady: int, outcomes: tuple, result_t: type, reservation_t: type,
+                 held_state: object, held_code: int) -> int: ...

@@ -386,3 +386,4 @@ cdef Py_ssize_t _decide(
 
 include "_index.pxi"
 include "_holds.pxi"
+include "_records.pxi"

@@ -363,41 +363,13 @@ class Reservations:
         if not todo:
             return
         decided = self._hold([(per_line, key) for _, per_line, key in todo])
-        # The one loop every granted reservation passes through: what _put_res() and
-        # _emit() do, inlined, and results built with tuple.__new__ (a NamedTuple's own
-        # __new__ parses its arguments first, which costs twice as much).
-        res, expiry, batch = self._res, self._expiry, self._batch
-        steady = self._steady_now  # a TTL runs on steady time (clock.py)
-        puts = batch.puts.setdefault("reservations", {})
-        events = batch.events
-        seq = self._seq
-        new = tuple.__new__
-        held_state = State.HELD
-        held_code = int(State.HELD)
-        pack, set_res = records.pack, dict.__setitem__
-        for (i, _, key), (code, lines_out, line_results, held) in zip(todo, decided):
-            outcome = _OUTCOMES[code]
-            if lines_out is None:
-                out[i] = (new(Result, (outcome, None, False, line_results)), None)
-                continue
-            rid, _, ttl, _ = checked[i]
-            channel, customer, campaign = key[0], key[1], key[2]
-            expires = steady + ttl
-            # The record exactly as _Res.encode() writes a fresh hold; the ledger keeps it
-            # as it is (see Ledger).
-            rec = pack([rid, channel, customer, campaign, held_code, key[3], now, expires,
-                        None, lines_out, None, None, code, key[4], None])
-            set_res(res, rid, rec)
-            heapq.heappush(expiry, (expires, rid))
-            puts[rid.encode()] = rec
-            seq += 1
-            events.append({"id": rid, "channel": channel, "customer": customer,
-                           "campaign": campaign, "held": held, "expires_ms": expires,
-                           "seq": seq, "kind": "reserved", "t": now})
-            pub = new(Reservation, (rid, channel, held_state, line_results, customer, campaign,
-                                    now, expires, None, ()))
-            out[i] = (new(Result, (outcome, pub, False, line_results)), None)
-        self._seq = seq
+        # The one loop every granted reservation passes through, in C: what _put_res()
+        # and _emit() do for it, its record written as _Res.encode() would (see Ledger).
+        self._seq = _core.record_holds(
+            todo, decided, checked, out, self._res, self._expiry,
+            self._batch.puts.setdefault("reservations", {}), self._batch.events, self._seq,
+            now, self._steady_now, _OUTCOMES, Result, Reservation, State.HELD,
+            int(State.HELD))
 
     def _refused(self, key: tuple, outcome: Outcome, unknown: list[bool] | None = None) -> Result:
         lines = tuple(

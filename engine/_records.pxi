@@ -1,0 +1,217 @@
+# Included by _core.pyx: the record of every fresh hold, written in C.
+#
+# Recording a granted hold (its stored record, its journal event, its place in the expiry
+# queue, its answer) was the costliest Python left on a reservation's path once the core
+# had decided it. The record is msgpack, byte for byte what records.pack() makes of
+# _Res.encode()'s list (a test compares them), written here without building that list.
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_SetItem
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+
+import heapq
+
+cdef object _heappush = heapq.heappush
+
+DEF PACK_BYTES_MIN = 256
+
+
+cdef class _Pack:
+    """A growing byte buffer with msgpack's encodings of what a record holds: None,
+    bool, int64, str, arrays (the smallest form of each, as msgpack-python chooses)."""
+
+    cdef char *data
+    cdef Py_ssize_t size, cap
+
+    def __cinit__(self):
+        self.data = <char *>PyMem_Malloc(PACK_BYTES_MIN)
+        if self.data == NULL:
+            raise MemoryError()
+        self.cap = PACK_BYTES_MIN
+
+    def __dealloc__(self):
+        PyMem_Free(self.data)
+
+    cdef int _room(self, Py_ssize_t n) except -1:
+        cdef Py_ssize_t cap = self.cap
+        cdef char *d
+        if self.size + n <= cap:
+            return 0
+        while cap < self.size + n:
+            cap *= 2
+        d = <char *>PyMem_Realloc(self.data, cap)
+        if d == NULL:
+            raise MemoryError()
+        self.data, self.cap = d, cap
+        return 0
+
+    cdef inline int byte(self, unsigned char b) except -1:
+        self._room(1)
+        self.data[self.size] = <char>b
+        self.size += 1
+        return 0
+
+    cdef int be(self, unsigned char tag, uint64_t v, int width) except -1:
+        # tag, then v big-endian in `width` bytes
+        cdef int i
+        self._room(1 + width)
+        self.data[self.size] = <char>tag
+        for i in range(width):
+            self.data[self.size + 1 + i] = <char>((v >> (8 * (width - 1 - i))) & 0xFF)
+        self.size += 1 + width
+        return 0
+
+    cdef int integer(self, int64_t v) except -1:
+        if v >= 0:
+            if v < 0x80:
+                return self.byte(<unsigned char>v)
+            if v <= 0xFF:
+                return self.be(0xcc, <uint64_t>v, 1)
+            if v <= 0xFFFF:
+                return self.be(0xcd, <uint64_t>v, 2)
+            if v <= 0xFFFFFFFF:
+                return self.be(0xce, <uint64_t>v, 4)
+            return self.be(0xcf, <uint64_t>v, 8)
+        if v >= -32:
+            return self.byte(<unsigned char>(v & 0xFF))
+        if v >= -0x80:
+            return self.be(0xd0, <uint64_t>v, 1)
+        if v >= -0x8000:
+            return self.be(0xd1, <uint64_t>v, 2)
+        if v >= -0x80000000:
+            return self.be(0xd2, <uint64_t>v, 4)
+        return self.be(0xd3, <uint64_t>v, 8)
+
+    cdef int text(self, str s) except -1:
+        cdef Py_ssize_t n
+        cdef const char *p = PyUnicode_AsUTF8AndSize(s, &n)
+        if n < 32:
+            self.byte(0xa0 | <unsigned char>n)
+        elif n <= 0xFF:
+            self.be(0xd9, <uint64_t>n, 1)
+        elif n <= 0xFFFF:
+            self.be(0xda, <uint64_t>n, 2)
+        else:
+            self.be(0xdb, <uint64_t>n, 4)
+        self._room(n)
+        memcpy(self.data + self.size, p, n)
+        self.size += n
+        return 0
+
+    cdef int array(self, Py_ssize_t n) except -1:
+        if n < 16:
+            return self.byte(0x90 | <unsigned char>n)
+        if n <= 0xFFFF:
+            return self.be(0xdc, <uint64_t>n, 2)
+        return self.be(0xdd, <uint64_t>n, 4)
+
+    cdef int value(self, object v) except -1:
+        """Any of the types above, nested."""
+        cdef object x
+        if v is None:
+            return self.byte(0xc0)
+        if v is True:
+            return self.byte(0xc3)
+        if v is False:
+            return self.byte(0xc2)
+        if type(v) is str:
+            return self.text(<str>v)
+        if type(v) is tuple or type(v) is list:
+            self.array(len(v))
+            for x in v:
+                self.value(x)
+            return 0
+        return self.integer(v)  # an int (or an IntEnum); anything else raises TypeError
+
+    cdef bytes take(self):
+        cdef bytes out = PyBytes_FromStringAndSize(self.data, self.size)
+        self.size = 0
+        return out
+
+
+cdef _Pack _packer = _Pack()
+
+
+def pack_record(list fields) -> bytes:
+    """[FORMAT_VERSION, *fields] as msgpack, as records.pack() writes it (for the test that
+    holds the two to one layout, and for callers already in C)."""
+    _packer.size = 0
+    _packer.array(len(fields) + 1)
+    _packer.integer(RECORD_FORMAT_VERSION)
+    for x in fields:
+        _packer.value(x)
+    return _packer.take()
+
+
+RECORD_FORMAT_VERSION = 1  # records.FORMAT_VERSION (a test checks they agree)
+DEF HOLD_RECORD_FIELDS = 16  # version + _Res.encode()'s 15 fields
+
+
+def record_holds(list todo, list decided, list checked, list out, object res, list expiry,
+                 dict puts, list events, int64_t seq, int64_t now, int64_t steady,
+                 tuple outcomes, object result_t, object reservation_t, object held_state,
+                 int held_code) -> int64_t:
+    """Record every hold the core granted: its stored record in `puts` and in `res` (the
+    ledger keeps it as bytes), (expires, rid) on the `expiry` heap, its "reserved" event
+    in `events` (numbered from seq + 1), and its answer in out[i] as (Result, None); a
+    refusal gets (Result, None) and is not recorded. Returns the last seq used.
+
+    todo[n] is (i, per_line, key) and decided[n] the core's answer for it (see hold());
+    checked[i] is (rid, key, ttl_ms, prefer)."""
+    cdef Py_ssize_t n, n_todo = len(todo)
+    cdef tuple t, d, key, c
+    cdef object rid, lines_out, line_results, channel, customer, campaign, pub
+    cdef int code
+    cdef int64_t expires
+    cdef bytes rec
+    cdef _Pack p = _packer
+    if len(decided) != n_todo:
+        raise ValueError("decided must have one answer per todo")
+    for n in range(n_todo):
+        t = <tuple>todo[n]
+        d = <tuple>decided[n]
+        i = t[0]
+        key = <tuple>t[2]
+        code = d[0]
+        lines_out = d[1]
+        line_results = d[2]
+        if lines_out is None:
+            out[i] = (_tuple_new(result_t, (outcomes[code], None, False, line_results)), None)
+            continue
+        c = <tuple>checked[i]
+        rid = c[0]
+        channel, customer, campaign = key[0], key[1], key[2]
+        expires = steady + <int64_t>c[2]
+        # _Res.encode() of a fresh hold: [rid, channel, customer, campaign, state,
+        # partial, created, expires, resolved, lines, committed, commit_req, outcome,
+        # request lines, amend outcome]
+        p.size = 0
+        p.array(HOLD_RECORD_FIELDS)
+        p.integer(RECORD_FORMAT_VERSION)
+        p.text(rid)
+        p.text(channel)
+        p.value(customer)
+        p.value(campaign)
+        p.integer(held_code)
+        p.value(key[3])
+        p.integer(now)
+        p.integer(expires)
+        p.byte(0xc0)
+        p.value(lines_out)
+        p.byte(0xc0)
+        p.byte(0xc0)
+        p.integer(code)
+        p.value(key[4])
+        p.byte(0xc0)
+        rec = p.take()
+        PyDict_SetItem(res, rid, rec)  # dict's own: the ledger keeps the bytes
+        _heappush(expiry, (expires, rid))
+        puts[(<str>rid).encode("utf-8")] = rec
+        seq += 1
+        events.append({"id": rid, "channel": channel, "customer": customer,
+                       "campaign": campaign, "held": d[3], "expires_ms": expires,
+                       "seq": seq, "kind": "reserved", "t": now})
+        pub = _tuple_new(reservation_t, (rid, channel, held_state, line_results, customer,
+                                         campaign, now, expires, None, ()))
+        out[i] = (_tuple_new(result_t, (outcomes[code], pub, False, line_results)), None)
+    return seq

@@ -1,0 +1,84 @@
+"""The reservation record written in C, and the ledger that keeps fresh holds as it.
+
+A hold the core grants is recorded by _core.record_holds() as msgpack bytes, kept as they
+are in memory (engine.Ledger) until something reads the hold. These tests hold that
+record to the layout records.pack() and _Res.encode() define, and the ledger's lazy form
+to the behaviour of the decoded one.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stockgate.engine import Engine, Outcome, ReserveRequest, State, _core, records
+from stockgate.engine.reservations import _Res
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+LEAF = st.none() | st.booleans() | INT64 | st.text(max_size=300)
+VALUES = st.recursive(LEAF, lambda inner: st.lists(inner, max_size=20)
+                      | st.lists(inner, max_size=20).map(tuple), max_leaves=60)
+
+
+def test_the_c_record_version_is_the_stores() -> None:
+    assert _core.RECORD_FORMAT_VERSION == records.FORMAT_VERSION
+
+
+@given(st.lists(VALUES, max_size=20))
+def test_pack_record_writes_what_msgpack_writes(fields) -> None:
+    assert _core.pack_record(fields) == records.pack(fields)
+
+
+def test_pack_record_at_the_size_boundaries_of_each_form() -> None:
+    edges = [0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1,
+             -1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63)]
+    texts = ["", "x" * 31, "x" * 32, "x" * 255, "x" * 256, "é" * 40_000, "日本"]
+    arrays = [[1] * 15, [1] * 16, [0] * 65535, [0] * 65536]
+    for fields in (edges, texts, arrays):
+        assert _core.pack_record(fields) == records.pack(fields)
+
+
+def test_a_fresh_hold_is_stored_as_res_encode_writes_it(book: Engine) -> None:
+    book.receive("SKU-1", "WH-EAST", 10)
+    book.receive("SKU-1", "WH-WEST", 10)
+    book.reserve_many([ReserveRequest("R-1", "tmall", [("SKU-1", 9), ("SKU-1", 4)],
+                                      customer="c-1", ttl_ms=60_000),
+                       ReserveRequest("R-2", "tmall", [("SKU-1", 2)], partial=True)])
+    for rid in ("R-1", "R-2"):
+        kept = dict.get(book._res, rid)
+        assert type(kept) is bytes  # nothing has read it yet
+        assert _Res.decode(kept).encode() == kept
+
+
+def test_a_held_record_thaws_once_and_changes_stick(book: Engine) -> None:
+    book.receive("SKU-1", "WH-EAST", 10)
+    first = book.reserve("R-1", "tmall", [("SKU-1", 3)])
+    again = book.reserve("R-1", "tmall", [("SKU-1", 3)])  # a replay reads the ledger
+    assert again.replayed and again.outcome == first.outcome == Outcome.OK
+    assert type(dict.get(book._res, "R-1")) is _Res
+    assert book._res.get("R-1") is book._res.get("R-1")
+    assert book.commit("R-1").outcome == Outcome.OK
+    assert book.reservation("R-1").state == State.COMMITTED
+
+
+def test_a_lock_free_peek_does_not_replace_the_kept_form(book: Engine) -> None:
+    book.receive("SKU-1", "WH-EAST", 10)
+    book.reserve("R-1", "tmall", [("SKU-1", 3)])
+    assert book.reservation_channel("R-1") == "tmall"
+    assert type(dict.get(book._res, "R-1")) is bytes
+
+
+def test_kept_records_survive_a_reopen_and_replay(open_engine) -> None:
+    from server_calls import seed_book
+
+    eng = open_engine()
+    seed_book(eng)
+    eng.receive("SKU-1", "WH-EAST", 10)
+    first = eng.reserve("R-1", "tmall", [("SKU-1", 3)])
+    eng.close()
+    eng = open_engine()
+    assert type(dict.get(eng._res, "R-1")) is bytes  # loaded as stored
+    again = eng.reserve("R-1", "tmall", [("SKU-1", 3)])
+    assert again.replayed and again.reservation == first.reservation
+    assert eng.live_reservations() == 1
+    assert eng.check().ok
