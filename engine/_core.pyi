@@ -1,6 +1,6 @@
 """Type stub for the compiled allocation core (engine/_core.pyx)."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 FLAG_PARTIAL: int
@@ -77,3 +77,20 @@ def record_holds(todo: list[tuple], decided: list[tuple], checked: list[tuple], 
                  puts: dict[bytes, bytes], events: list[dict[str, Any]], seq: int, now: int,
                  steady: int, outcomes: tuple, result_t: type, reservation_t: type,
                  held_state: object, held_code: int) -> int: ...
+
+class ReserveRequest:
+    """One reservation to make, for Engine.reserve_many(); immutable."""
+
+    reservation_id: str
+    channel: str
+    lines: Sequence[tuple[str, int]]
+    customer: str | None
+    campaign: str | None
+    ttl_ms: int
+    partial: bool
+    prefer_locations: Sequence[str]
+
+    def __init__(self, reservation_id: str, channel: str, lines: Sequence[tuple[str, int]],
+                 customer: str | None = None, campaign: str | None = None,
+                 ttl_ms: int = ..., partial: bool = False,
+                 prefer_locations: Sequence[str] = ()) -> None: ...

@@ -184,6 +184,57 @@ cdef list _results(BucketIndex index, list ops, object line_result,
     return out
 
 
+from stockgate.engine.limits import TTL_MS_DEFAULT as _TTL_MS_DEFAULT
+
+
+cdef class ReserveRequest:
+    """One reservation to make, for Engine.reserve_many(); immutable.
+
+    reservation_id: the caller's id (idempotency key); channel: who sells; lines:
+    (sku, qty) pairs; customer and campaign: optional ids; ttl_ms: how long the hold
+    lasts unless committed, released or extended; partial: grant what there is instead of
+    all or nothing; prefer_locations: locations to walk first (nearest warehouse first).
+    Nothing is checked here: the engine checks it and names the field at fault.
+    """
+
+    # A C class: made once per reservation, it cost a frozen dataclass's eight
+    # object.__setattr__ calls (a tenth of a durable reservation's CPU, measured here).
+    cdef readonly object reservation_id, channel, lines, customer, campaign, ttl_ms
+    cdef readonly object partial, prefer_locations
+
+    def __init__(self, reservation_id, channel, lines, customer=None, campaign=None,
+                 ttl_ms=_TTL_MS_DEFAULT, partial=False, prefer_locations=()):
+        self.reservation_id = reservation_id
+        self.channel = channel
+        self.lines = lines
+        self.customer = customer
+        self.campaign = campaign
+        self.ttl_ms = ttl_ms
+        self.partial = partial
+        self.prefer_locations = prefer_locations
+
+    cdef tuple _fields(self):
+        return (self.reservation_id, self.channel, self.lines, self.customer, self.campaign,
+                self.ttl_ms, self.partial, self.prefer_locations)
+
+    def __eq__(self, other):
+        if type(other) is not ReserveRequest:
+            return NotImplemented
+        return self._fields() == (<ReserveRequest>other)._fields()
+
+    def __hash__(self):
+        return hash(self._fields())
+
+    def __repr__(self):
+        names = ("reservation_id", "channel", "lines", "customer", "campaign", "ttl_ms",
+                 "partial", "prefer_locations")
+        return "ReserveRequest(" + ", ".join(
+            f"{n}={v!r}" for n, v in zip(names, self._fields())) + ")"
+
+    def __reduce__(self):
+        return ReserveRequest, self._fields()
+
+
 cdef inline bint _plain_id(object v, Py_ssize_t max_bytes):
     # A non-empty ASCII string of printable characters within max_bytes: the shape of
     # nearly every id. Anything else takes the full check, which explains what is wrong.
@@ -209,11 +260,14 @@ def check_plain_reserve(object req, tuple lim):
     cdef Py_ssize_t customer_max = lim[3], campaign_max = lim[4], location_max = lim[5]
     cdef int64_t qty_max = lim[6], lines_max = lim[7], ttl_min = lim[8], ttl_max = lim[9]
     cdef Py_ssize_t sources_max = lim[10]
-    rid = req.reservation_id
-    channel = req.channel
+    if type(req) is not ReserveRequest:
+        return None
+    cdef ReserveRequest r = <ReserveRequest>req
+    rid = r.reservation_id
+    channel = r.channel
     if not _plain_id(rid, rid_max) or not _plain_id(channel, channel_max):
         return None
-    lines = req.lines
+    lines = r.lines
     if type(lines) is not list and type(lines) is not tuple:
         return None
     cdef Py_ssize_t n = len(lines)
@@ -228,19 +282,19 @@ def check_plain_reserve(object req, tuple lim):
         if type(q) is not int or q < 1 or q > qty_max or not _plain_id(line[0], sku_max):
             return None
         out.append((line[0], q))
-    customer = req.customer
+    customer = r.customer
     if customer is not None and not _plain_id(customer, customer_max):
         return None
-    campaign = req.campaign
+    campaign = r.campaign
     if campaign is not None and not _plain_id(campaign, campaign_max):
         return None
-    ttl = req.ttl_ms
+    ttl = r.ttl_ms
     if type(ttl) is not int or ttl < ttl_min or ttl > ttl_max:
         return None
-    partial = req.partial
+    partial = r.partial
     if partial is not True and partial is not False:
         return None
-    prefer = req.prefer_locations
+    prefer = r.prefer_locations
     if type(prefer) is not tuple:
         if type(prefer) is not list:
             return None

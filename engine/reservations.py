@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from . import _core, limits, records
@@ -36,18 +35,7 @@ def _check_prefer(prefer: object) -> tuple[str, ...]:
     return tuple(prefer)
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveRequest:
-    """One reservation to make, for Engine.reserve_many()."""
-
-    reservation_id: str
-    channel: str
-    lines: Sequence[tuple[str, int]]
-    customer: str | None = None
-    campaign: str | None = None
-    ttl_ms: int = limits.TTL_MS_DEFAULT
-    partial: bool = False
-    prefer_locations: Sequence[str] = ()
+ReserveRequest = _core.ReserveRequest  # built in C: see _core
 
 
 class _Res:
@@ -323,16 +311,15 @@ class Reservations:
         out: list[Any] = [None] * len(checked)
         todo: list[tuple[int, list, tuple]] = []  # (request index, per-line sources, key)
         seen: set[str] = set()
-        res, find = self._res, self._index.find
+        res, find, peek = self._res, self._index.find, dict.get
         codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}  # this call's sources
         for i, (rid, key, _, prefer) in enumerate(checked):
             if rid in seen:
                 self._record_holds(todo, checked, out, now)
                 todo, seen = [], set()
             seen.add(rid)
-            r = res.get(rid)
-            if r is not None:
-                out[i] = self._replay(r, key)
+            if peek(res, rid) is not None:  # dict's own get: a fresh id is the rule
+                out[i] = self._replay(res.get(rid), key)
                 continue
             if key[2] is not None:  # a campaign
                 refusal = self._campaign_refusal(key, now)
