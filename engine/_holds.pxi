@@ -152,7 +152,7 @@ cdef list _results(BucketIndex index, list ops, object line_result,
                     b = srcs[n]
                     alloc.append(b)
                     alloc.append(units)
-                    held.append([b, units])
+                    held.append((b, units))
                     key = index.b_key[b]
                     allocs.append(_tuple_new(allocation, (names[(key >> 16) & 0xFFFF],
                                                           names[key & 0xFFFF], units)))

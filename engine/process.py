@@ -11,13 +11,14 @@ from __future__ import annotations
 import gc
 import time
 
-# Container allocations between young passes (CPython: 700). Each pass stops the event
-# loop while it walks the young objects: at 50,000, passes of 30-60 ms every second or
-# two were an unloaded server's p99. Measured side by side (`bench/run.py core --quick`,
-# alternately, twice each), 10,000 costs no more CPU per durable reservation (15-17 µs
-# one by one, 12-13 µs in batches, against 16 and 14-16 µs) and lowers the p99 (19-25 ms
-# against 26-28 ms; in batches 100-126 ms against 140-190 ms).
-GC_GEN0_THRESHOLD = 10_000
+# Container allocations between young passes (CPython: 700). A young pass walks every
+# tracked object still alive, so the fewer passes, the more short-lived objects (a
+# reservation's answer, its journal event) die unwalked. Once fresh holds stopped being
+# Python objects (engine.Ledger), 50,000 measured here (`bench/run.py core --quick`,
+# alternately, twice each) 146-159k durable reservations/s at 6.0-6.5 µs CPU one by one,
+# against 90-129k at 7.5-10.6 µs for 10,000, with young passes of 2-12 ms. (Before the
+# ledger, every hold left objects behind and 50,000 made passes of 30-60 ms.)
+GC_GEN0_THRESHOLD = 50_000
 GC_GEN1_THRESHOLD = 3  # a middle pass every 4th young pass (CPython collects past it)
 # A full pass every 3rd middle pass walks only what survived since the last (frozen after
 # each, below): under 40 ms measured here, where 20 made passes of 100-140 ms. Side by

@@ -56,6 +56,8 @@ def test_a_cycle_frozen_while_alive_is_collected_at_the_next_sweep():
 DEFERRAL = textwrap.dedent("""
     import gc, json
     from stockgate.engine import tune_gc
+    from stockgate.engine.process import (GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD,
+                                          GC_GEN2_THRESHOLD)
 
     book = [[i] for i in range(1_000_000)]  # a loaded book: a million tracked objects
     full = []
@@ -64,7 +66,10 @@ DEFERRAL = textwrap.dedent("""
         else None)
     tune_gc()
     full.clear()
-    served = [[i] for i in range(200_000)]  # what survives while serving
+    # What survives while serving: enough young passes for a full one, by the thresholds
+    # (a full pass comes after GEN2 + 1 middle passes, each after GEN1 + 1 young ones).
+    enough = GC_GEN0_THRESHOLD * (GC_GEN1_THRESHOLD + 1) * (GC_GEN2_THRESHOLD + 1) * 2
+    served = [[i] for i in range(enough)]
     print(json.dumps({"full_passes": len(full)}))
 """)
 
