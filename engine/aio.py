@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING
 from . import limits
 from .errors import InvalidArgument, StockgateError
 from .limits import check_count
-from .reservations import Result
+from .reservations import ReserveRequest, Result
 
 if TYPE_CHECKING:
     from .engine import Engine
     from .group_commit import Batch
-    from .reservations import ReserveRequest
 
 
 class AsyncEngine:
@@ -54,8 +53,6 @@ class AsyncEngine:
                       partial: bool = False, prefer_locations: Sequence[str] = ()) -> Result:
         """See Engine.reserve(). Decided together with the other reserves pending on this
         loop; if the caller is cancelled after that, the hold may stand: retry the id."""
-        from .reservations import ReserveRequest
-
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Result] = loop.create_future()
         pending = self._pending.get(loop)
