@@ -1,4 +1,5 @@
-"""Builds the Cython core; everything else is declared in pyproject.toml."""
+"""Builds the Cython core and the server's wire codec; everything else is declared in
+pyproject.toml."""
 
 import os
 
@@ -14,7 +15,9 @@ extensions = [
         ["engine/_core.pyx"],
         extra_compile_args=["-O2"],
         define_macros=[("SG_DEBUG", "1" if DEBUG else "0")],
-    )
+    ),
+    # The server's Session wire codec (server/_codec.pyx says why it is in C).
+    Extension("stockgate.server._codec", ["server/_codec.pyx"], extra_compile_args=["-O2"]),
 ]
 
 setup(

@@ -48,13 +48,21 @@ def _unary_in(fn: Callable, cls: type) -> Callable:
     return behavior
 
 
-async def _parsed(raw_messages: AsyncIterator[bytes], cls: type) -> AsyncIterator[Any]:
+async def _parsed(raw_messages: AsyncIterator[bytes], cls: type,
+                  fast: Callable[[bytes], Any] | None = None) -> AsyncIterator[Any]:
     """The stream's messages, parsed; the first that does not parse ends it with
-    InvalidArgument naming it (the servicer answers that as it answers any bad message)."""
+    InvalidArgument naming it (the servicer answers that as it answers any bad message).
+    With `fast`, a message it reads (anything but None) is yielded as it read it."""
     parse = cls.FromString
     name = STREAM_FIELDS.get(cls.DESCRIPTOR.full_name, STREAM_FIELD_DEFAULT)
     i = 0
     async for raw in raw_messages:
+        if fast is not None:
+            got = fast(raw)
+            if got is not None:
+                yield got
+                i += 1
+                continue
         try:
             yield parse(raw)
         except message.DecodeError as exc:
@@ -62,28 +70,40 @@ async def _parsed(raw_messages: AsyncIterator[bytes], cls: type) -> AsyncIterato
         i += 1
 
 
-def _stream_in(fn: Callable, cls: type) -> Callable:
+def _stream_in(fn: Callable, cls: type, fast: Callable[[bytes], Any] | None = None
+               ) -> Callable:
     async def behavior(raw_messages: AsyncIterator[bytes],
                        context: grpc.aio.ServicerContext) -> Any:
-        return await fn(_parsed(raw_messages, cls), context)
+        return await fn(_parsed(raw_messages, cls, fast), context)
 
     return behavior
+
+
+def _bytes_or(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    def serializer(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return serializer
 
 
 def add_servicer(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
     """Register every method of `service` on `server`, served by the servicer's method of
     the same name, parsing requests as described above (responses as generated code
-    would serialize them)."""
+    would serialize them, or as they are when the servicer writes bytes).
+
+    A servicer's `stream_readers` ({method name: fn(raw) -> message or None}) read a
+    stream's messages before protobuf does; what they leave (None) protobuf parses."""
     handlers = {}
+    readers = getattr(servicer, "stream_readers", {})
     for m in service.methods:
         cls = message_factory.GetMessageClass(m.input_type)
-        out = message_factory.GetMessageClass(m.output_type).SerializeToString
+        out = _bytes_or(message_factory.GetMessageClass(m.output_type).SerializeToString)
         fn = getattr(servicer, m.name)
         if m.client_streaming and m.server_streaming:
-            h = grpc.stream_stream_rpc_method_handler(_stream_in(fn, cls),
+            h = grpc.stream_stream_rpc_method_handler(_stream_in(fn, cls, readers.get(m.name)),
                                                       response_serializer=out)
         elif m.client_streaming:
-            h = grpc.stream_unary_rpc_method_handler(_stream_in(fn, cls),
+            h = grpc.stream_unary_rpc_method_handler(_stream_in(fn, cls, readers.get(m.name)),
                                                      response_serializer=out)
         elif m.server_streaming:
             h = grpc.unary_stream_rpc_method_handler(_unary_in(fn, cls),

@@ -21,7 +21,7 @@ from stockgate.v1 import reservations_pb2, reservations_pb2_grpc, types_pb2
 from . import wire
 from .admission import Admission
 from .auth import NOT_FOUND_RESULT, Authenticator, Caller, denied_channel, own
-from .session import SessionStream
+from .session import SessionStream, read_message
 from .status import CallError, abort, prefixed
 from .turns import Turns
 
@@ -317,6 +317,9 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         return await self._batch(context, "amend", request.requests)
 
     # ------------------------------------------------------------------ Session
+
+    # Session messages of reserves are read in C (server/decode.py calls it first).
+    stream_readers = {"Session": read_message}
 
     async def Session(self, request_iterator, context):
         try:

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from stockgate.engine import InvalidArgument, limits
-from stockgate.v1 import reservations_pb2
+from stockgate.engine import InvalidArgument, ReserveRequest, Result, limits
+from stockgate.v1 import reservations_pb2, types_pb2
 
-from . import wire
+from . import _codec, wire
 from .auth import NOT_FOUND_RESULT, Caller, denied_channel, own
 from .rates import Bucket
 from .status import CallError, abort, deadline_exceeded, fill_error, unavailable
@@ -37,7 +37,6 @@ SESSION_RESULTS_PER_MESSAGE_MAX = limits.BATCH_OPS_MAX  # answers in one Session
 SESSION_SWEEP_MS = 10  # how often ops held back are checked against their timeout_ms
 OP_KINDS = ("reserve", "commit", "release", "extend", "amend")
 
-_NOTHING = object()  # no answer is this
 _NO_OP = InvalidArgument("op", f"is not set; give one of {', '.join(OP_KINDS)}")
 
 
@@ -88,7 +87,8 @@ class SessionStream:
                     chunk = self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
                     del self.answers[:SESSION_RESULTS_PER_MESSAGE_MAX]
                     self.writing = len(chunk)
-                    for resp in cut_response(_session_response(chunk), target):
+                    for resp, n in _codec.encode_session_response(
+                            chunk, Result, _is_shed, _error_bytes, target):
                         try:
                             await context.write(resp)
                         except Exception:
@@ -99,7 +99,7 @@ class SessionStream:
                             log.debug("stockgate: a Session stream ended by its client "
                                       "with answers unwritten", exc_info=True)
                             return
-                        self.writing -= answered(resp)
+                        self.writing -= n
                     self.pump()  # their room is free again
                 if (not self.reading or self.stopping) and not self.inflight \
                         and not self.waiting and not self.answers:
@@ -165,10 +165,14 @@ class SessionStream:
             self.answers.append((self.waiting.popleft()[0], _shutting_down()))
         self.wake.set()
 
-    def take(self, req: reservations_pb2.SessionRequest) -> None:
-        """Queue the ops of one message, answering the malformed ones at once."""
+    def take(self, req: reservations_pb2.SessionRequest | list[tuple]) -> None:
+        """Queue the ops of one message, answering the malformed ones at once. A list is
+        a message read_message() read: its ops as (id, "reserve", request, timeout_ms)."""
         now = self.loop.time()
-        ops = req.ops
+        if type(req) is list:
+            ops = req
+        else:
+            ops = [(op.id, op.WhichOneof("op"), op, op.timeout_ms) for op in req.ops]
         answers = self.answers
         if not ops:
             # No op to answer: the stream ends, once what was read before is answered.
@@ -179,11 +183,11 @@ class SessionStream:
         if len(ops) > OPS_PER_MESSAGE_MAX:
             too_many = InvalidArgument("ops", f"has {len(ops)} items in one message; the "
                                               f"limit is {OPS_PER_MESSAGE_MAX}")
-            answers.extend((op.id, too_many) for op in ops)
+            answers.extend((op[0], too_many) for op in ops)
             self.wake.set()
             return
         if self.stopping:  # read after stop(): nothing starts any more
-            answers.extend((op.id, _shutting_down()) for op in ops)
+            answers.extend((op[0], _shutting_down()) for op in ops)
             self.wake.set()
             return
         waiting = self.waiting
@@ -194,24 +198,23 @@ class SessionStream:
         shed_ids: list[int] | None = [] if not waiting and adm.full() else None
         channels = self.caller.channels
         queued = len(waiting)
-        for op in ops:
-            kind = op.WhichOneof("op")
+        for op_id, kind, m, t in ops:
             if kind is None:
-                answers.append((op.id, _NO_OP))
+                answers.append((op_id, _NO_OP))
                 continue
-            m = getattr(op, kind)
+            if type(m) is not ReserveRequest:
+                m = getattr(m, kind)  # the Operation message: its request
             if channels is not None and kind == "reserve" and m.channel not in channels:
-                answers.append((op.id, denied_channel(self.caller, m.channel)))
+                answers.append((op_id, denied_channel(self.caller, m.channel)))
                 continue
-            t = op.timeout_ms
             if t < 0:
-                answers.append((op.id, InvalidArgument(
+                answers.append((op_id, InvalidArgument(
                     "timeout_ms", f"is {t}; it must be 0 (no limit) or more")))
                 continue
             if shed_ids is not None:
-                shed_ids.append(op.id)
+                shed_ids.append(op_id)
                 continue
-            waiting.append((op.id, kind, m, now + t / 1000 if t else None))
+            waiting.append((op_id, kind, m, now + t / 1000 if t else None))
         if shed_ids:
             answers.extend(zip(shed_ids, itertools.repeat(adm.shed(len(shed_ids)))))
         rate = self.caller.rate
@@ -332,62 +335,17 @@ def _timed_out() -> CallError:
                              "nothing was done")
 
 
-def cut_response(resp: reservations_pb2.SessionResponse, target: int
-         ) -> list[reservations_pb2.SessionResponse]:
-    """The response as it is, or cut into several, each ending with the answer that took
-    it past `target` bytes (so within message_bytes_max: see wire.answer_bytes_target).
-    The refused ids stay in the first: at most SESSION_RESULTS_PER_MESSAGE_MAX varints,
-    far below the half message the target leaves free."""
-    if resp.ByteSize() <= target:
-        return [resp]
-    parts, start, size = [], 0, 0
-    results = resp.results
-    for i, r in enumerate(results):
-        size += r.ByteSize() + 4  # the field's tag and length
-        if size > target:
-            parts.append(reservations_pb2.SessionResponse(results=results[start:i + 1]))
-            start, size = i + 1, 0
-    if start < len(results) or not parts:
-        parts.append(reservations_pb2.SessionResponse(results=results[start:]))
-    if resp.refused_ids:
-        parts[0].refused_ids.extend(resp.refused_ids)
-        parts[0].refused_error.CopyFrom(resp.refused_error)
-    return parts
+def read_message(raw: bytes) -> list[tuple] | None:
+    """A Session message of reserves, read in C (server/_codec.pyx); None for anything
+    else, which protobuf then parses."""
+    return _codec.decode_session(raw, ReserveRequest, wire.TTL_MS_DEFAULT, OPS_PER_MESSAGE_MAX)
 
 
-def answered(resp: reservations_pb2.SessionResponse) -> int:
-    """How many operations a response answers."""
-    return len(resp.results) + len(resp.refused_ids)
-
-
-def _session_response(chunk: list[tuple[int, Any]]) -> reservations_pb2.SessionResponse:
-    resp = reservations_pb2.SessionResponse()
-    results = resp.results
-    fill_result = wire.fill_result
-    errors: dict[BaseException, Any] = {}  # one refusal often answers a whole message
-    refused: Any = _NOTHING  # the shed that answers refused_ids, once one is met
-    refused_ids: list[int] = []
-    for op_id, answer in chunk:
-        if answer is refused:
-            refused_ids.append(op_id)
-        elif isinstance(answer, BaseException):
-            if refused is _NOTHING and _is_shed(answer):
-                refused = answer
-                refused_ids.append(op_id)
-                continue
-            out = results.add(id=op_id)
-            filled = errors.get(answer)
-            if filled is None:
-                fill_error(out.error, answer)
-                errors[answer] = out.error
-            else:
-                out.error.CopyFrom(filled)
-        else:
-            fill_result(results.add(id=op_id).result, answer)
-    if refused is not _NOTHING:
-        resp.refused_ids.extend(refused_ids)
-        fill_error(resp.refused_error, refused)
-    return resp
+def _error_bytes(exc: BaseException) -> bytes:
+    """An Error message's bytes, for an answer that is an error."""
+    m = types_pb2.Error()
+    fill_error(m, exc)
+    return m.SerializeToString()
 
 
 def _is_shed(exc: BaseException) -> bool:

@@ -73,8 +73,8 @@ def commit_lines(m_lines: Any) -> list[tuple[str, int]] | None:
 
 def op_of(kind: str, m: Any) -> tuple:
     """An operation of engine.aio.apply() from one request message of that kind."""
-    if kind == "reserve":
-        return ("reserve", reserve_request(m))
+    if kind == "reserve":  # read by session.read_message() already, or a message
+        return ("reserve", m if type(m) is ReserveRequest else reserve_request(m))
     if kind == "commit":
         return ("commit", m.reservation_id, commit_lines(m.lines))
     if kind == "release":
