@@ -395,16 +395,21 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         if not touched:
             return
         skus: dict[str, dict[int, int]] = {}
+        available, key_of, bsafety, csafety = (self._counters.available, self._index.key,
+                                               self._bsafety, self._csafety)
         for b, before in touched.items():
-            after = self._counters.available(b)
+            after = available(b)
             if after == before:
                 continue
-            sku, loc, pool = self._index.key(b)
-            if sku in self._csafety:
+            safety = bsafety.get(b)
+            crossed = (before > 0 >= after or before <= 0 < after
+                       or (safety and before >= safety > after))
+            if not crossed and not csafety:
+                continue  # the common case: no names needed (a batch touches thousands)
+            sku, loc, pool = key_of(b)
+            if sku in csafety:
                 skus.setdefault(sku, {})[b] = after - before
-            safety = self._bsafety.get(b)
-            if not (before > 0 >= after or before <= 0 < after
-                    or (safety and before >= safety > after)):
+            if not crossed:
                 continue
             where = {"sku": sku, "location": loc, "pool": pool, "available": after}
             if before > 0 >= after:
