@@ -82,7 +82,8 @@ cdef class _Pack:
             return self.be(0xd2, <uint64_t>v, 4)
         return self.be(0xd3, <uint64_t>v, 8)
 
-    cdef int text(self, str s) except -1:
+    cdef int text(self, object s) except -1:
+        # any str, subclasses too (a StrEnum id passes the engine's checks)
         cdef Py_ssize_t n
         cdef const char *p = PyUnicode_AsUTF8AndSize(s, &n)
         if n < 32:
@@ -114,9 +115,9 @@ cdef class _Pack:
             return self.byte(0xc3)
         if v is False:
             return self.byte(0xc2)
-        if type(v) is str:
-            return self.text(<str>v)
-        if type(v) is tuple or type(v) is list:
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, (tuple, list)):
             self.array(len(v))
             for x in v:
                 self.value(x)
@@ -129,18 +130,15 @@ cdef class _Pack:
         return out
 
 
-cdef _Pack _packer = _Pack()
-
-
 def pack_record(list fields) -> bytes:
     """[FORMAT_VERSION, *fields] as msgpack, as records.pack() writes it (for the test that
     holds the two to one layout, and for callers already in C)."""
-    _packer.size = 0
-    _packer.array(len(fields) + 1)
-    _packer.integer(RECORD_FORMAT_VERSION)
+    cdef _Pack p = _Pack()  # one per call: the core runs free-threaded too
+    p.array(len(fields) + 1)
+    p.integer(RECORD_FORMAT_VERSION)
     for x in fields:
-        _packer.value(x)
-    return _packer.take()
+        p.value(x)
+    return p.take()
 
 
 RECORD_FORMAT_VERSION = 1  # records.FORMAT_VERSION (a test checks they agree)
@@ -164,7 +162,7 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
     cdef int code
     cdef int64_t expires
     cdef bytes rec
-    cdef _Pack p = _packer
+    cdef _Pack p = _Pack()  # one per call: two engines may record at once
     if len(decided) != n_todo:
         raise ValueError("decided must have one answer per todo")
     for n in range(n_todo):

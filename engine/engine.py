@@ -295,6 +295,9 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         # must find the book as the store has it, not the decisions that were lost.
         with self._lock:
             pending = self._batch
+            # Their records never reached the store: a reservation read from now on must
+            # not take either batch as its ticket (_ticket_of looks in their puts).
+            failed.puts, pending.puts = {}, {}
             try:
                 self._load()
             except Exception as exc:  # noqa: BLE001 - cannot trust memory any more

@@ -352,11 +352,18 @@ class Reservations:
         decided = self._hold([(per_line, key) for _, per_line, key in todo])
         # The one loop every granted reservation passes through, in C: what _put_res()
         # and _emit() do for it, its record written as _Res.encode() would (see Ledger).
-        self._seq = _core.record_holds(
-            todo, decided, checked, out, self._res, self._expiry,
-            self._batch.puts.setdefault("reservations", {}), self._batch.events, self._seq,
-            now, self._steady_now, _OUTCOMES, Result, Reservation, State.HELD,
-            int(State.HELD))
+        events = self._batch.events
+        try:
+            self._seq = _core.record_holds(
+                todo, decided, checked, out, self._res, self._expiry,
+                self._batch.puts.setdefault("reservations", {}), events, self._seq,
+                now, self._steady_now, _OUTCOMES, Result, Reservation, State.HELD,
+                int(State.HELD))
+        except BaseException:
+            # What was staged stands (and is written): never number an event twice.
+            if events and events[-1].get("seq", 0) > self._seq:
+                self._seq = events[-1]["seq"]
+            raise
 
     def _refused(self, key: tuple, outcome: Outcome, unknown: list[bool] | None = None) -> Result:
         lines = tuple(

@@ -116,6 +116,8 @@ cdef object _reserve(Cur *c, object request_t, object ttl_default):
         tag = _varint(&m)
         if m.bad:
             return None
+        if tag >> 3 > 8:
+            return None  # not a ReserveRequest field (and never cast a huge one to int)
         field = <int>(tag >> 3)
         if tag == (3 << 3 | WT_LEN):  # repeated Line
             x = _line(&m)
@@ -146,7 +148,7 @@ cdef object _reserve(Cur *c, object request_t, object ttl_default):
                 customer = x or None
             else:
                 campaign = x or None
-        else:
+        elif field == 6 or field == 7:
             if tag & 7 != WT_VARINT:
                 return None
             v = <int64_t>_varint(&m)
@@ -156,6 +158,8 @@ cdef object _reserve(Cur *c, object request_t, object ttl_default):
                 ttl = v if v != 0 else ttl_default
             else:
                 partial = v != 0
+        else:
+            return None  # lines or prefer_locations with another wire type
     return request_t(rid, channel, lines, customer, campaign, ttl, partial,
                      tuple(prefer) if prefer else ())
 
@@ -348,8 +352,6 @@ cdef int _result(_Buf b, object r) except -1:
     return 0
 
 
-cdef _Buf _msg = _Buf()
-
 
 def encode_session_response(list chunk, object result_t, object is_shed,
                             object error_bytes, Py_ssize_t target) -> list:
@@ -358,13 +360,14 @@ def encode_session_response(list chunk, object result_t, object is_shed,
     `target` bytes (as session.cut_response cuts). The first shed refusal met
     (is_shed(exc)) answers, as refused_ids and refused_error in the first message, every
     answer that is that same exception; error_bytes(exc) is an Error message's bytes."""
-    cdef _Buf b = _msg
-    cdef Py_ssize_t s, s2, count = 0, refused_n = 0
+    # One buffer per call: is_shed() and error_bytes() run Python mid-message, where
+    # another thread (a second server in the process) could take a shared one.
+    cdef _Buf b = _Buf()
+    cdef Py_ssize_t s, s2, count = 0
     cdef list out = [], refused_ids = []
     cdef dict errors = {}
     cdef object refused = None, err
     cdef uint64_t op_id
-    b.size = 0
     for item in chunk:
         op_id = item[0]
         answer = item[1]

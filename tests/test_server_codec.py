@@ -165,3 +165,20 @@ def test_the_shed_refusal_rides_in_the_first_message() -> None:
     assert [T.Error.FromString(e.SerializeToString()).field for r in parts
             for e in [x.error for x in R.SessionResponse.FromString(r[0]).results
                       if x.HasField("error")]] == ["lines[0].qty"]
+
+
+def test_fields_protobuf_would_not_read_as_given_are_left_to_it() -> None:
+    m = R.SessionRequest()
+    op = m.ops.add(id=1)
+    op.reserve.reservation_id, op.reserve.channel = "R-1", "tmall"
+    reserve = op.reserve.SerializeToString()
+
+    def message(reserve_bytes: bytes) -> bytes:
+        op_bytes = b"\x08\x01" + b"\x1a" + bytes([len(reserve_bytes)]) + reserve_bytes
+        return b"\x0a" + bytes([len(op_bytes)]) + op_bytes
+
+    assert session.read_message(message(reserve)) is not None
+    lines_as_varint = reserve + b"\x18\x01"  # field 3 (lines) with wire type 0
+    huge_field = reserve + b"\xb8\x80\x80\x80\x80\x01\x01"  # field 2**32 + 7, a varint
+    for raw in (message(lines_as_varint), message(huge_field)):
+        assert session.read_message(raw) is None
