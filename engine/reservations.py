@@ -98,8 +98,8 @@ class Ledger(dict):
 
     A hold that nothing has read since it was made stays as its stored record (the bytes
     written to LMDB): no Python objects per hold for the cyclic GC to walk (that walking
-    was a third of the CPU of a durable reservation, measured here) and a fifth of the
-    memory. The first read turns it into a _Res for good. Use get() or [], which do that;
+    was a third of the CPU of a durable reservation, measured here) and about a third of
+    the memory. The first read turns it into a _Res for good. Use get() or [], which do that;
     dict's own methods see the bytes.
     """
 
