@@ -11,13 +11,14 @@ from __future__ import annotations
 import gc
 import time
 
-# Container allocations between young passes (CPython: 700). A young pass walks every
-# tracked object still alive, so the fewer passes, the more short-lived objects (a
-# reservation's answer, its journal event) die unwalked. Once fresh holds stopped being
-# Python objects (engine.Ledger), 50,000 measured here (`bench/run.py core --quick`,
-# alternately, twice each) 146-159k durable reservations/s at 6.0-6.5 µs CPU one by one,
-# against 90-129k at 7.5-10.6 µs for 10,000, with young passes of 2-12 ms. (Before the
-# ledger, every hold left objects behind and 50,000 made passes of 30-60 ms.)
+# Live young container objects that trigger a young pass (CPython: 700; it counts
+# allocations minus deallocations). Set above what a batch's answers and journal events
+# waiting for their fsync amount to, so those mostly die before a pass walks them and
+# promotes them to be walked again by the middle and full passes. Once fresh holds
+# stopped being Python objects (engine.Ledger), 50,000 measured here (`bench/run.py core
+# --quick`, alternately, twice each) 146-159k durable reservations/s at 6.0-6.5 µs CPU
+# one by one, against 90-129k at 7.5-10.6 µs for 10,000, with young passes of 2-12 ms.
+# (Before the ledger, every hold left objects behind and 50,000 made passes of 30-60 ms.)
 GC_GEN0_THRESHOLD = 50_000
 GC_GEN1_THRESHOLD = 3  # a middle pass every 4th young pass (CPython collects past it)
 # A full pass every 3rd middle pass walks only what survived since the last (frozen after
