@@ -63,10 +63,23 @@ def run_check(engine: Engine) -> CheckReport:
     n = len(engine._index)
     key_of = engine._index.key
 
-    # held from the live reservations
+    # held from the live reservations, and customer allowances from reservations: one
+    # pass, since a hold nothing has read is decoded from its stored bytes on the way
     held = [0] * n
     live = 0
+    used: dict[tuple[str, str, str], int] = {}
     for r in engine._res.values():
+        c = engine._campaigns.get(r.campaign) if r.campaign else None
+        if c is not None and c.customer_limit and r.customer is not None:
+            if r.state == State.HELD:
+                pairs = [(ln[0], ln[2]) for ln in r.lines]
+            elif r.state == State.COMMITTED:
+                pairs = [(s, u) for s, u in r.committed or ()]
+            else:
+                pairs = []
+            for sku, u in pairs:
+                k = (r.campaign, r.customer, sku)
+                used[k] = used.get(k, 0) + u
         if r.state != State.HELD:
             continue
         live += 1
@@ -129,21 +142,7 @@ def run_check(engine: Engine) -> CheckReport:
             drift(f"bucket {label}: stored (on_hand, floor) {(s_on_hand, s_floor)} differ "
                   f"from memory {(mem_on_hand, counters.floor_of(b))}")
 
-    # customer allowances from reservations
-    used: dict[tuple[str, str, str], int] = {}
-    for r in engine._res.values():
-        c = engine._campaigns.get(r.campaign) if r.campaign else None
-        if c is None or not c.customer_limit or r.customer is None:
-            continue
-        if r.state == State.HELD:
-            pairs = [(ln[0], ln[2]) for ln in r.lines]
-        elif r.state == State.COMMITTED:
-            pairs = [(s, u) for s, u in r.committed or ()]
-        else:
-            continue
-        for sku, u in pairs:
-            k = (r.campaign, r.customer, sku)
-            used[k] = used.get(k, 0) + u
+    # customer allowances against the reservations' use of them
     for k, idx in engine._limit_idx.items():
         limit = engine._campaigns[k[0]].customer_limit
         want = limit - used.get(k, 0)

@@ -92,8 +92,7 @@ class Queries:
         """The channel of a reservation (any state), or None: what an authorization check
         needs, without building the reservation's snapshot."""
         check_id("reservation_id", reservation_id, limits.RESERVATION_ID_BYTES_MAX)
-        r = self._res.peek(reservation_id)  # one dict read: atomic under the GIL
-        return None if r is None else r.channel
+        return self._res.channel_of(reservation_id)  # one dict read: atomic under the GIL
 
     @property
     def bucket_count(self) -> int:

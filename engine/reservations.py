@@ -118,11 +118,15 @@ class Ledger(dict):
             dict.__setitem__(self, rid, r)
         return r
 
-    def peek(self, rid: str) -> _Res | None:
-        """get() without keeping the decoded form: safe without the engine's lock (a
-        thawed _Res stored by a lock-free reader could replace one being changed)."""
+    def channel_of(self, rid: str) -> str | None:
+        """The channel of a reservation (None when unknown), without the engine's lock:
+        it never stores a decoded form (one stored outside the lock could replace a _Res
+        being changed under it) and reads only the record's fields (an authorization
+        check runs on every commit of a channel token)."""
         r = dict.get(self, rid)
-        return _Res.decode(r) if type(r) is bytes else r
+        if type(r) is bytes:
+            return records.unpack(r, "reservation")[1]  # [rid, channel, ...]
+        return None if r is None else r.channel
 
     def __getitem__(self, rid: str) -> _Res:
         r = self.get(rid)

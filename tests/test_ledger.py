@@ -61,7 +61,7 @@ def test_a_held_record_thaws_once_and_changes_stick(book: Engine) -> None:
     assert book.reservation("R-1").state == State.COMMITTED
 
 
-def test_a_lock_free_peek_does_not_replace_the_kept_form(book: Engine) -> None:
+def test_the_lock_free_channel_read_does_not_replace_the_kept_form(book: Engine) -> None:
     book.receive("SKU-1", "WH-EAST", 10)
     book.reserve("R-1", "tmall", [("SKU-1", 3)])
     assert book.reservation_channel("R-1") == "tmall"
