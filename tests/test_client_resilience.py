@@ -298,3 +298,25 @@ def test_a_receipt_is_never_sent_twice_but_a_setting_is(tmp_path):
             settings = len(attempts) - receipts
     assert receipts == 1
     assert settings > 1
+
+
+def test_answered_calls_leave_no_deadline_behind(tmp_path):
+    # Deadlines share a timer per slot of the async client's session; an answered call
+    # leaves its slot at once, and a slot goes when its timer fires.
+    from stockgate.clients import aio_session
+
+    async def scenario(address):
+        async with AsyncClient(address, client_harness.ADMIN) as c:
+            timeout = 0.2
+            results = await asyncio.gather(*(
+                c.reserve(f"dl-{i}", "tmall", [("SKU-1", 1)], timeout=timeout)
+                for i in range(50)))
+            assert all(r.ok for r in results)
+            slots = c._session._deadlines
+            assert slots and all(not due for due in slots.values())
+            await asyncio.sleep(timeout + 2 * aio_session.DEADLINE_SLOT_S)
+            assert slots == {}
+
+    with running_server(tmp_path / "data") as s:
+        stock_book(s.engine)
+        run(scenario(s.address))
