@@ -46,6 +46,7 @@ class AsyncSession:
         self._closed = False
         self._backoff = Backoff()
         self._deadlines: dict[int, set[Pending]] = {}  # slot -> calls due at its end
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.last_error: StockgateError | None = None  # why the stream is down, if it is
         self.streams_opened = 0
 
@@ -58,7 +59,9 @@ class AsyncSession:
         seconds."""
         if self._closed:
             raise ClientClosed("the client is closed")
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # the session belongs to its first call's loop (class doc)
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[Result] = loop.create_future()
 
         def settle(res: Result | None, err: BaseException | None) -> None:
