@@ -76,7 +76,7 @@ def record_holds(todo: list[tuple], decided: list[tuple], checked: list[tuple], 
                  res: dict[str, Any], expiry: list[tuple[int, str]],
                  puts: dict[bytes, bytes], events: list[dict[str, Any]], seq: int, now: int,
                  steady: int, outcomes: tuple, result_t: type, reservation_t: type,
-                 held_state: object, held_code: int) -> int: ...
+                 held_state: object) -> int: ...
 
 class ReserveRequest:
     """One reservation to make, for Engine.reserve_many(); immutable."""

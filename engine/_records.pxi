@@ -147,8 +147,8 @@ DEF HOLD_RECORD_FIELDS = 16  # version + _Res.encode()'s 15 fields
 
 def record_holds(list todo, list decided, list checked, list out, object res, list expiry,
                  dict puts, list events, int64_t seq, int64_t now, int64_t steady,
-                 tuple outcomes, object result_t, object reservation_t, object held_state,
-                 int held_code) -> int64_t:
+                 tuple outcomes, object result_t, object reservation_t,
+                 object held_state) -> int64_t:
     """Record every hold the core granted: its stored record in `puts` and in `res` (the
     ledger keeps it as bytes), (expires, rid) on the `expiry` heap, its "reserved" event
     in `events` (numbered from seq + 1), and its answer in out[i] as (Result, None); a
@@ -163,6 +163,7 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
     cdef int64_t expires
     cdef bytes rec
     cdef _Pack p = _Pack()  # one per call: two engines may record at once
+    cdef int held_code = held_state  # the State (an IntEnum) as stored
     if len(decided) != n_todo:
         raise ValueError("decided must have one answer per todo")
     for n in range(n_todo):

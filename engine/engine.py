@@ -329,7 +329,9 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
     def _ticket_of(self, rid: str) -> Batch | None:
         """The batch still on its way to disk with this reservation's record, if any."""
         key = rid.encode()
-        for batch in (self._batch, getattr(self, "_writer", None) and self._writer.current):
+        # The writer's first timer tick can run before Engine.__init__ has stored it.
+        writer = getattr(self, "_writer", None)
+        for batch in (self._batch, writer.current if writer is not None else None):
             if batch and key in batch.puts.get("reservations", ()):
                 return batch
         return None

@@ -315,14 +315,14 @@ class Reservations:
         out: list[Any] = [None] * len(checked)
         todo: list[tuple[int, list, tuple]] = []  # (request index, per-line sources, key)
         seen: set[str] = set()
-        res, find, peek = self._res, self._index.find, dict.get
+        res, find, kept = self._res, self._index.find, dict.get
         codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}  # this call's sources
         for i, (rid, key, _, prefer) in enumerate(checked):
             if rid in seen:
                 self._record_holds(todo, checked, out, now)
                 todo, seen = [], set()
             seen.add(rid)
-            if peek(res, rid) is not None:  # dict's own get: a fresh id is the rule
+            if kept(res, rid) is not None:  # dict's own get: a fresh id is the rule
                 out[i] = self._replay(res.get(rid), key)
                 continue
             if key[2] is not None:  # a campaign
@@ -361,8 +361,7 @@ class Reservations:
             self._seq = _core.record_holds(
                 todo, decided, checked, out, self._res, self._expiry,
                 self._batch.puts.setdefault("reservations", {}), events, self._seq,
-                now, self._steady_now, _OUTCOMES, Result, Reservation, State.HELD,
-                int(State.HELD))
+                now, self._steady_now, _OUTCOMES, Result, Reservation, State.HELD)
         except BaseException:
             # What was staged stands (and is written): never number an event twice.
             if events and events[-1].get("seq", 0) > self._seq:

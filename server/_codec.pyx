@@ -50,6 +50,12 @@ cdef inline uint64_t _varint(Cur *c) noexcept:
     return 0
 
 
+cdef inline uint64_t _tag(Cur *c) noexcept:
+    # the next field's tag, or 0 (never a valid tag) when the bytes end mid-varint
+    cdef uint64_t tag = _varint(c)
+    return 0 if c.bad else tag
+
+
 cdef inline bint _sub(Cur *c, Cur *out) noexcept:
     # a length-delimited field's bytes as a cursor of their own
     cdef uint64_t n = _varint(c)
@@ -83,8 +89,8 @@ cdef object _line(Cur *c):
     if not _sub(c, &m):
         return None
     while m.p < m.end:
-        tag = _varint(&m)
-        if m.bad:
+        tag = _tag(&m)
+        if tag == 0:
             return None
         if tag == (1 << 3 | WT_LEN) and not seen & 1:
             sku = _text(&m)
@@ -113,8 +119,8 @@ cdef object _reserve(Cur *c, object request_t, object ttl_default):
     if not _sub(c, &m):
         return None
     while m.p < m.end:
-        tag = _varint(&m)
-        if m.bad:
+        tag = _tag(&m)
+        if tag == 0:
             return None
         if tag >> 3 > 8:
             return None  # not a ReserveRequest field (and never cast a huge one to int)
@@ -179,15 +185,15 @@ def decode_session(bytes raw, object request_t, object ttl_default, Py_ssize_t o
     c.end = c.p + PyBytes_GET_SIZE(raw)
     c.bad = False
     while c.p < c.end:
-        tag = _varint(&c)
-        if c.bad or tag != (1 << 3 | WT_LEN) or len(out) >= ops_max:
+        tag = _tag(&c)
+        if tag != (1 << 3 | WT_LEN) or len(out) >= ops_max:
             return None
         if not _sub(&c, &op):
             return None
         op_id, timeout, req, seen = 0, 0, None, 0
         while op.p < op.end:
-            tag = _varint(&op)
-            if op.bad:
+            tag = _tag(&op)
+            if tag == 0:
                 return None
             if tag == (1 << 3 | WT_VARINT) and not seen & 1:
                 op_id = _varint(&op)

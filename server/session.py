@@ -167,12 +167,20 @@ class SessionStream:
 
     def take(self, req: reservations_pb2.SessionRequest | list[tuple]) -> None:
         """Queue the ops of one message, answering the malformed ones at once. A list is
-        a message read_message() read: its ops as (id, "reserve", request, timeout_ms)."""
+        a message read_message() read: its ops as (id, "reserve", request, timeout_ms),
+        the form a protobuf message's ops take here too (kind None: no op set; a reserve
+        as the engine's ReserveRequest, any other kind as its request message)."""
         now = self.loop.time()
         if type(req) is list:
             ops = req
         else:
-            ops = [(op.id, op.WhichOneof("op"), op, op.timeout_ms) for op in req.ops]
+            ops = []
+            for op in req.ops:
+                kind = op.WhichOneof("op")
+                m = getattr(op, kind) if kind else None
+                if kind == "reserve":
+                    m = wire.reserve_request(m)  # as read_message() reads it
+                ops.append((op.id, kind, m, op.timeout_ms))
         answers = self.answers
         if not ops:
             # No op to answer: the stream ends, once what was read before is answered.
@@ -202,8 +210,6 @@ class SessionStream:
             if kind is None:
                 answers.append((op_id, _NO_OP))
                 continue
-            if type(m) is not ReserveRequest:
-                m = getattr(m, kind)  # the Operation message: its request
             if channels is not None and kind == "reserve" and m.channel not in channels:
                 answers.append((op_id, denied_channel(self.caller, m.channel)))
                 continue

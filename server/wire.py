@@ -72,9 +72,10 @@ def commit_lines(m_lines: Any) -> list[tuple[str, int]] | None:
 
 
 def op_of(kind: str, m: Any) -> tuple:
-    """An operation of engine.aio.apply() from one request message of that kind."""
-    if kind == "reserve":  # read by session.read_message() already, or a message
-        return ("reserve", m if type(m) is ReserveRequest else reserve_request(m))
+    """An operation of engine.aio.apply() from one request of that kind: a reserve as
+    the engine's ReserveRequest already (session.take()), the others as their message."""
+    if kind == "reserve":
+        return ("reserve", m)
     if kind == "commit":
         return ("commit", m.reservation_id, commit_lines(m.lines))
     if kind == "release":
