@@ -124,6 +124,14 @@ cdef class _Pack:
             return 0
         return self.integer(v)  # an int (or an IntEnum); anything else raises TypeError
 
+    cdef int raw(self, bytes b) except -1:
+        """Bytes already in msgpack form (a constant map key)."""
+        cdef Py_ssize_t n = len(b)
+        self._room(n)
+        memcpy(self.data + self.size, <const char *>b, n)
+        self.size += n
+        return 0
+
     cdef bytes take(self):
         cdef bytes out = PyBytes_FromStringAndSize(self.data, self.size)
         self.size = 0
@@ -144,6 +152,18 @@ def pack_record(list fields) -> bytes:
 RECORD_FORMAT_VERSION = 1  # records.FORMAT_VERSION (a test checks they agree)
 DEF HOLD_RECORD_FIELDS = 16  # version + _Res.encode()'s 15 fields
 
+# The "reserved" journal event as the writer stores it: the map _emit() would make, in
+# its key order, without "seq" (a journal chunk implies it). Made here as bytes, it costs
+# a fraction of a dict that the writer would then pack, and keeps a batch's memory small.
+cdef bytes _EV_HEAD = b"\x88\xa2id"  # a map of 8, then the first key
+cdef bytes _EV_CHANNEL = b"\xa7channel"
+cdef bytes _EV_CUSTOMER = b"\xa8customer"
+cdef bytes _EV_CAMPAIGN = b"\xa8campaign"
+cdef bytes _EV_HELD = b"\xa4held"
+cdef bytes _EV_EXPIRES = b"\xaaexpires_ms"
+cdef bytes _EV_KIND_RESERVED = b"\xa4kind\xa8reserved"
+cdef bytes _EV_T = b"\xa1t"
+
 
 def record_holds(list todo, list decided, list checked, list out, object res, list expiry,
                  dict puts, list events, int64_t seq, int64_t now, int64_t steady,
@@ -151,8 +171,9 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
                  object held_state) -> int64_t:
     """Record every hold the core granted: its stored record in `puts` and in `res` (the
     ledger keeps it as bytes), (expires, rid) on the `expiry` heap, its "reserved" event
-    in `events` (numbered from seq + 1), and its answer in out[i] as (Result, None); a
-    refusal gets (Result, None) and is not recorded. Returns the last seq used.
+    in `events` (numbered from seq + 1; as packed bytes, see _EV_HEAD), and its answer in
+    out[i] as (Result, None); a refusal gets (Result, None) and is not recorded. Returns
+    the last seq used.
 
     todo[n] is (i, per_line, key) and decided[n] the core's answer for it (see hold());
     checked[i] is (rid, key, ttl_ms, prefer)."""
@@ -206,10 +227,23 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
         PyDict_SetItem(res, rid, rec)  # dict's own: the ledger keeps the bytes
         _heappush(expiry, (expires, rid))
         puts[(<str>rid).encode("utf-8")] = rec
+        p.raw(_EV_HEAD)
+        p.text(rid)
+        p.raw(_EV_CHANNEL)
+        p.text(channel)
+        p.raw(_EV_CUSTOMER)
+        p.value(customer)
+        p.raw(_EV_CAMPAIGN)
+        p.value(campaign)
+        p.raw(_EV_HELD)
+        p.value(d[3])
+        p.raw(_EV_EXPIRES)
+        p.integer(expires)
+        p.raw(_EV_KIND_RESERVED)
+        p.raw(_EV_T)
+        p.integer(now)
+        events.append(p.take())
         seq += 1
-        events.append({"id": rid, "channel": channel, "customer": customer,
-                       "campaign": campaign, "held": d[3], "expires_ms": expires,
-                       "seq": seq, "kind": "reserved", "t": now})
         pub = _tuple_new(reservation_t, (rid, channel, held_state, line_results, customer,
                                          campaign, now, expires, None, ()))
         out[i] = (_tuple_new(result_t, (outcomes[code], pub, False, line_results)), None)

@@ -251,7 +251,11 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         with self._lock:
             self._listeners = tuple(c for c in self._listeners if c is not callback)
 
-    def _durable(self, first: int, events: list[dict[str, Any]]) -> None:
+    def _durable(self, first: int, events: list[dict[str, Any] | bytes]) -> None:
+        if not self._listeners:
+            return
+        # Listeners get every event as a journal read returns it.
+        events = [records.unpack_event(ev) if type(ev) is bytes else ev for ev in events]
         for callback in self._listeners:
             try:
                 callback(first, events)
@@ -264,15 +268,16 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
 
     # ------------------------------------------------------------------ writer hooks
 
-    def _cut(self) -> tuple[Batch, list[int], bytes] | None:
-        # Runs under the lock (the writer holds the condition).
+    def _cut(self) -> tuple[Batch, list[int], bytes, int] | None:
+        # Runs under the lock (the writer holds the condition). Every event staged since
+        # the last cut is in this batch, so the last seq given out is its last.
         batch = self._batch
         if not batch:
             return None
         dirty = self._counters.take_changed()
         snap = self._counters.snapshot(dirty)
         self._batch = Batch()
-        return batch, dirty, snap
+        return batch, dirty, snap, self._seq
 
     def _tick(self) -> float:
         """Expire due holds and move campaign windows; return seconds to the next timer."""

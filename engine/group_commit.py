@@ -42,7 +42,8 @@ class Batch:
 
     def __init__(self) -> None:
         self.puts: dict[str, dict[bytes, bytes]] = {}
-        self.events: list[dict[str, Any]] = []
+        # journal events, numbered in order; the core's own come packed (records.pack_journal)
+        self.events: list[dict[str, Any] | bytes] = []
         self.ops = 0
         self.done = False
         self.error: BaseException | None = None
@@ -110,8 +111,8 @@ class Batch:
 class Writer:
     """The group-commit thread.
 
-    `cut` runs under the engine lock and returns the open batch plus the snapshot of its
-    dirty buckets (or None when there is nothing to write); `tick` runs timers (expiry,
+    `cut` runs under the engine lock and returns the open batch, its dirty buckets, their
+    snapshot and the seq of its last event (or None when there is nothing to write); `tick` runs timers (expiry,
     campaign windows) between batches; `on_failure` repairs memory after a failed write
     and then fails the batch, so no caller can see the failed decisions in between.
     """
@@ -120,7 +121,7 @@ class Writer:
         self,
         store: Any,
         lock: threading.Lock,
-        cut: Callable[[], tuple[Batch, list[int], bytes] | None],
+        cut: Callable[[], tuple[Batch, list[int], bytes, int] | None],
         tick: Callable[[], float],
         on_failure: Callable[[BaseException, Batch], None],
         on_durable: Callable[[int, list[dict[str, Any]]], None] | None = None,
@@ -160,7 +161,7 @@ class Writer:
                 self.current = None
                 self.in_flight = 0
 
-    def _write(self, batch: Batch, dirty: list[int], snapshot: bytes) -> None:
+    def _write(self, batch: Batch, dirty: list[int], snapshot: bytes, last_seq: int) -> None:
         puts = batch.puts
         if dirty:
             width = SNAPSHOT_BYTES
@@ -170,13 +171,13 @@ class Writer:
             }
         journal = None
         events = batch.events
-        first = 0
+        first = last_seq - len(events) + 1
         if events:
-            first = events[0]["seq"]
-            last = events[-1]["seq"]
-            for ev in events:
-                del ev["seq"]  # implied by the chunk's first seq
-            journal = (records.SEQ.pack(last), records.pack([first, events]))
+            for i, ev in enumerate(events):
+                if type(ev) is dict:  # the core's own events come packed, without seq
+                    seq = ev.pop("seq")  # implied by the chunk's first seq
+                    assert seq == first + i, "a batch's events are numbered in order"
+            journal = (records.SEQ.pack(last_seq), records.pack_journal(first, events))
         try:
             self._store.write(puts, journal)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the callers

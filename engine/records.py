@@ -51,13 +51,33 @@ def decode_bucket(value: bytes) -> tuple[int, int]:
 _packers = threading.local()  # a Packer is not thread-safe; making one per record is slow
 
 
-def pack(fields: list[Any]) -> bytes:
-    """A msgpack record: [FORMAT_VERSION, *fields]."""
+def _packer() -> msgpack.Packer:
     try:
-        packer = _packers.packer
+        return _packers.packer
     except AttributeError:
         packer = _packers.packer = msgpack.Packer(use_bin_type=True)
-    return packer.pack([FORMAT_VERSION, *fields])
+        return packer
+
+
+def pack(fields: list[Any]) -> bytes:
+    """A msgpack record: [FORMAT_VERSION, *fields]."""
+    return _packer().pack([FORMAT_VERSION, *fields])
+
+
+def pack_journal(first: int, events: list[dict[str, Any] | bytes]) -> bytes:
+    """A journal chunk, pack([first, events]), where an event may already be packed
+    (bytes: the core writes a reservation's event itself, see _records.pxi)."""
+    packer = _packer()
+    parts = [packer.pack_array_header(3), packer.pack(FORMAT_VERSION), packer.pack(first),
+             packer.pack_array_header(len(events))]
+    for ev in events:
+        parts.append(ev if type(ev) is bytes else packer.pack(ev))
+    return b"".join(parts)
+
+
+def unpack_event(value: bytes) -> dict[str, Any]:
+    """An event packed by the core, as a journal read would return it (without seq)."""
+    return msgpack.unpackb(value, raw=False, use_list=True, strict_map_key=False)
 
 
 def unpack(value: bytes, what: str) -> list[Any]:

@@ -357,16 +357,17 @@ class Reservations:
         # The one loop every granted reservation passes through, in C: what _put_res()
         # and _emit() do for it, its record written as _Res.encode() would (see Ledger).
         events = self._batch.events
+        staged, seq = len(events), self._seq
         try:
             self._seq = _core.record_holds(
                 todo, decided, checked, out, self._res, self._expiry,
-                self._batch.puts.setdefault("reservations", {}), events, self._seq,
+                self._batch.puts.setdefault("reservations", {}), events, seq,
                 now, self._steady_now, _OUTCOMES, Result, Reservation, State.HELD)
         except BaseException:
             # What was staged stands (and is written): never number an event twice.
-            if events and events[-1].get("seq", 0) > self._seq:
-                self._seq = events[-1]["seq"]
+            self._seq = seq + len(events) - staged
             raise
+        assert self._seq == seq + len(events) - staged, "one event per recorded hold"
 
     def _refused(self, key: tuple, outcome: Outcome, unknown: list[bool] | None = None) -> Result:
         lines = tuple(

@@ -1,8 +1,9 @@
 """The reservation record written in C, and the ledger that keeps fresh holds as it.
 
 A hold the core grants is recorded by _core.record_holds() as msgpack bytes, kept as they
-are in memory (engine.Ledger) until something reads the hold. These tests hold that
-record to the layout records.pack() and _Res.encode() define, and the ledger's lazy form
+are in memory (engine.Ledger) until something reads the hold; its "reserved" journal event
+is packed there too. These tests hold that record to the layout records.pack() and
+_Res.encode() define, the event to the map _emit() would make, and the ledger's lazy form
 to the behaviour of the decoded one.
 """
 
@@ -99,3 +100,53 @@ def test_ids_of_a_str_subclass_are_recorded_like_any_str(book: Engine) -> None:
     assert book.reserve("R-1", "tmall", [("SKU-1", 3)]).replayed
     report = book.check()
     assert report.ok, report.drifts
+
+
+def test_reserved_events_are_stored_as_packing_their_maps_would(book: Engine, clock) -> None:
+    book.receive("SKU-1", "WH-EAST", 100, pool="online")
+    book.receive("SKU-1", "WH-WEST", 10)
+    t = clock.now_ms()
+    book.create_campaign("NOW", channels=["tmall"], start_ms=t - 1, end_ms=t + 60_000,
+                         location="WH-EAST", source_pool="online", quotas={"SKU-1": 4})
+    start = book.last_seq
+    book.reserve_many([
+        ReserveRequest("R-1", "tmall", [("SKU-1", 79), ("SKU-1", 3)], ttl_ms=60_000),
+        ReserveRequest("R-ü-日本", "tmall", [("SKU-1", 2)], customer="c-é" * 20),
+        ReserveRequest("R-3", "tmall", [("SKU-1", 2)], campaign="NOW", customer="c-2"),
+    ])
+    book.release("R-3")  # an event of the engine's other path, in the same chunk
+    book.flush()
+    chunks = [(first, events, value) for first, events, value in _journal_chunks(book)
+              if first + len(events) > start]
+    assert chunks
+    for first, events, value in chunks:
+        assert records.pack([first, events]) == value  # canonical msgpack, byte for byte
+    got = [ev for first, events, _ in chunks for i, ev in enumerate(events)
+           if first + i > start]
+    assert [ev["kind"] for ev in got] == ["reserved"] * 3 + ["released"]
+    r1 = book.reservation("R-1")
+    assert got[0] == {"id": "R-1", "channel": "tmall", "customer": None, "campaign": None,
+                      "held": got[0]["held"], "expires_ms": r1.expires_ms,
+                      "kind": "reserved", "t": r1.created_ms}
+    assert sum(units for _, units in got[0]["held"]) == 82
+    assert got[1]["id"] == "R-ü-日本" and got[1]["customer"] == "c-é" * 20
+    assert got[2]["campaign"] == "NOW" and got[2]["customer"] == "c-2"
+    assert [e["seq"] for e in book.journal(start + 1)] == list(range(start + 1, start + 5))
+
+
+def test_listeners_get_the_core_s_events_as_a_journal_read_does(book: Engine) -> None:
+    heard = []
+    book.receive("SKU-1", "WH-EAST", 10)
+    book.listen(lambda first, events: heard.extend(events))
+    start = book.last_seq
+    book.reserve("R-1", "tmall", [("SKU-1", 3)], customer="c-1")
+    book.commit("R-1")
+    book.flush()
+    read = [{k: v for k, v in ev.items() if k != "seq"} for ev in book.journal(start + 1)]
+    assert heard == read and [ev["kind"] for ev in heard] == ["reserved", "committed"]
+
+
+def _journal_chunks(book: Engine):
+    for key, value in book._store.items("journal"):
+        first, events = records.unpack(value, "journal")
+        yield first, events, value
