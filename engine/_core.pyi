@@ -1,6 +1,6 @@
 """Type stub for the compiled allocation core (engine/_core.pyx)."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 FLAG_PARTIAL: int
@@ -72,6 +72,10 @@ def check_plain_reserve(req: object, lim: tuple[int, ...]) -> tuple | None: ...
 RECORD_FORMAT_VERSION: int
 
 def pack_record(fields: list[Any]) -> bytes: ...
+def plan_reserves(checked: list[tuple], i: int, seen: set[str], res: dict[str, Any],
+                  index: BucketIndex, codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]],
+                  place_codes: Callable[[str, tuple[str, ...]], tuple[int, ...]],
+                  channels: dict[str, tuple], todo: list[tuple], ops: list[tuple]) -> int: ...
 def record_holds(todo: list[tuple], decided: list[tuple], checked: list[tuple], out: list[Any],
                  res: dict[str, Any], expiry: list[tuple[int, str]],
                  puts: dict[bytes, bytes], events: list[dict[str, Any]], seq: int, now: int,

@@ -3,6 +3,7 @@
 # of the time of a reservation): building the core's flat arrays line by line, then
 # reading them back into allocations, results and journal pairs.
 
+from cpython.dict cimport PyDict_GetItem
 from cpython.mem cimport PyMem_Calloc
 
 cdef object _tuple_new = tuple.__new__
@@ -182,6 +183,50 @@ cdef list _results(BucketIndex index, list ops, object line_result,
             continue
         out.append((OUT_OK if worst < 0 else OUT_PARTIAL, lines_out, tuple(line_results), held))
     return out
+
+
+def plan_reserves(list checked, Py_ssize_t i, set seen, object res, BucketIndex index,
+                  dict codes, object place_codes, dict channels, list todo,
+                  list ops) -> Py_ssize_t:
+    """Plan checked[i:] for hold() while each request is the common kind: an id neither
+    seen in this pass nor in the ledger `res`, no campaign, every SKU known. For each,
+    add its id to `seen`, (i, per_line, key) to `todo` and its op to `ops`; return the
+    index of the first request that needs the engine's full path (or len(checked)).
+
+    checked[i] is (rid, key, ttl_ms, prefer) with key (channel, customer, campaign,
+    partial, lines); codes caches place_codes(channel, prefer) for the pass; channels[c]
+    is the channel's (sources, presale)."""
+    cdef Py_ssize_t n = len(checked), j
+    cdef tuple c, key, lines, ck, places
+    cdef list per_line
+    cdef object rid, found
+    cdef int flags
+    while i < n:
+        c = <tuple>checked[i]
+        rid = c[0]
+        key = <tuple>c[1]
+        if rid in seen or key[2] is not None or PyDict_GetItem(res, rid) != NULL:
+            return i  # a repeat, a campaign or a replay (dict's own get: see Ledger)
+        ck = (key[0], c[3])
+        found = codes.get(ck)
+        if found is None:
+            found = codes[ck] = place_codes(key[0], c[3])
+        places = <tuple>found
+        lines = <tuple>key[4]
+        per_line = []
+        for j in range(len(lines)):
+            found = index._find(<str>(<tuple>lines[j])[0], places)
+            if found is None:
+                return i  # an unknown SKU: refused, or a partial answer, by the engine
+            per_line.append(found)
+        flags = FLAG_PARTIAL if key[3] else 0
+        if (<tuple>channels[key[0]])[1]:
+            flags |= FLAG_PRESALE
+        seen.add(rid)
+        todo.append((i, per_line, key))
+        ops.append((per_line, lines, flags, None))
+        i += 1
+    return n
 
 
 from stockgate.engine.limits import TTL_MS_DEFAULT as _TTL_MS_DEFAULT

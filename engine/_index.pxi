@@ -267,6 +267,9 @@ cdef class BucketIndex:
     def find(self, str sku, tuple places):
         """The buckets of `sku` at each place code (from place_code(); -1 is skipped), in
         that order; None if the SKU has no bucket at all. One hash of the SKU for all."""
+        return self._find(sku, places)
+
+    cdef object _find(self, str sku, tuple places):
         cdef long sid = self._sku_id(sku, False)
         if sid < 0:
             return None

@@ -314,46 +314,65 @@ class Reservations:
         first was refused (and so is not remembered), is decided in its turn."""
         out: list[Any] = [None] * len(checked)
         todo: list[tuple[int, list, tuple]] = []  # (request index, per-line sources, key)
+        ops: list[tuple] = []  # the core's op of each todo entry (see _core_op)
         seen: set[str] = set()
-        res, find, kept = self._res, self._index.find, dict.get
+        res, index, channels = self._res, self._index, self._channels
         codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]] = {}  # this call's sources
-        for i, (rid, key, _, prefer) in enumerate(checked):
+        i, n = 0, len(checked)
+        while True:
+            # The common request (fresh id, no campaign, known SKUs) is planned in C, up to
+            # the first one that needs what follows.
+            i = _core.plan_reserves(checked, i, seen, res, index, codes, self._place_codes,
+                                    channels, todo, ops)
+            if i == n:
+                break
+            rid, key, _, prefer = checked[i]
             if rid in seen:
-                self._record_holds(todo, checked, out, now)
-                todo, seen = [], set()
+                self._record_holds(todo, ops, checked, out, now)
+                todo, ops, seen = [], [], set()
+                continue
             seen.add(rid)
-            if kept(res, rid) is not None:  # dict's own get: a fresh id is the rule
-                out[i] = self._replay(res.get(rid), key)
-                continue
-            if key[2] is not None:  # a campaign
-                refusal = self._campaign_refusal(key, now)
-                if refusal is not None:
-                    out[i] = (self._refused(key, refusal), None)
-                    continue
-                per_line = [self._sources(key, prefer, sku) for sku, _ in key[4]]
-            else:
-                place = (key[0], prefer)
-                places = codes.get(place)
-                if places is None:
-                    places = codes[place] = self._place_codes(key[0], prefer)
-                per_line = []
-                for sku, _ in key[4]:
-                    found = find(sku, places)
-                    per_line.append(Outcome.UNKNOWN_SKU if found is None else found)
-            if not key[3] and Outcome.UNKNOWN_SKU in per_line:
-                unknown = [isinstance(s, Outcome) for s in per_line]
-                out[i] = (self._refused(key, Outcome.UNKNOWN_SKU, unknown), None)
-                continue
-            todo.append((i, per_line, key))
-        self._record_holds(todo, checked, out, now)
+            per_line = self._plan(rid, key, prefer, now, out, i)
+            if per_line is not None:
+                todo.append((i, per_line, key))
+                ops.append(self._core_op(per_line, key))
+            i += 1
+        self._record_holds(todo, ops, checked, out, now)
         self._alerts(now)
         return out
 
-    def _record_holds(self, todo: list, checked: list[tuple], out: list, now: int) -> None:
-        """Run the core over `todo` and record each granted hold."""
+    def _plan(self, rid: str, key: tuple, prefer: tuple[str, ...], now: int, out: list,
+              i: int) -> list | None:
+        """The per-line sources of request i, or None with its answer put in out[i] (a
+        replay, or a refusal that needs no stock)."""
+        kept = dict.get(self._res, rid)  # dict's own get: a fresh id is the rule
+        if kept is not None:
+            out[i] = self._replay(self._res.get(rid), key)
+            return None
+        if key[2] is not None:  # a campaign
+            refusal = self._campaign_refusal(key, now)
+            if refusal is not None:
+                out[i] = (self._refused(key, refusal), None)
+                return None
+            per_line = [self._sources(key, prefer, sku) for sku, _ in key[4]]
+        else:
+            places = self._place_codes(key[0], prefer)
+            per_line = []
+            for sku, _ in key[4]:
+                found = self._index.find(sku, places)
+                per_line.append(Outcome.UNKNOWN_SKU if found is None else found)
+        if not key[3] and Outcome.UNKNOWN_SKU in per_line:
+            unknown = [isinstance(s, Outcome) for s in per_line]
+            out[i] = (self._refused(key, Outcome.UNKNOWN_SKU, unknown), None)
+            return None
+        return per_line
+
+    def _record_holds(self, todo: list, ops: list, checked: list[tuple], out: list,
+                      now: int) -> None:
+        """Run the core over `ops` (one per `todo` entry) and record each granted hold."""
         if not todo:
             return
-        decided = self._hold([(per_line, key) for _, per_line, key in todo])
+        decided = self._take(ops)
         # The one loop every granted reservation passes through, in C: what _put_res()
         # and _emit() do for it, its record written as _Res.encode() would (see Ledger).
         events = self._batch.events
@@ -389,21 +408,25 @@ class Reservations:
         to store or None when refused, line results, [bucket, units] taken). Granted units
         are taken from the counters; nothing is staged (held is not stored per bucket).
         """
-        core_ops = []
-        for per_line, key in ops:
-            channel, customer, campaign, partial, lines = key
-            presale = self._channels[channel][1] and campaign is None
-            flags = ((_core.FLAG_PARTIAL if partial else 0)
-                     | (_core.FLAG_PRESALE if presale else 0))
-            lims = None
-            if campaign is not None:
-                c = self._campaigns.get(campaign)
-                if c is not None and c.customer_limit:
-                    lims = [self._limit_counter(campaign, customer, sku)
-                            if not isinstance(src, Outcome) else -1
-                            for (sku, _), src in zip(lines, per_line)]
-            core_ops.append((per_line, lines, flags, lims))
-        return _core.hold(self._counters, self._limits, self._index, core_ops, self._touched,
+        return self._take([self._core_op(per_line, key) for per_line, key in ops])
+
+    def _core_op(self, per_line: list, key: tuple) -> tuple:
+        """The core's op for one request: (per_line, lines, flags, limit counters)."""
+        channel, customer, campaign, partial, lines = key
+        presale = self._channels[channel][1] and campaign is None
+        flags = ((_core.FLAG_PARTIAL if partial else 0)
+                 | (_core.FLAG_PRESALE if presale else 0))
+        lims = None
+        if campaign is not None:
+            c = self._campaigns.get(campaign)
+            if c is not None and c.customer_limit:
+                lims = [self._limit_counter(campaign, customer, sku)
+                        if not isinstance(src, Outcome) else -1
+                        for (sku, _), src in zip(lines, per_line)]
+        return (per_line, lines, flags, lims)
+
+    def _take(self, ops: list[tuple]) -> list[tuple[int, Any, tuple, list]]:
+        return _core.hold(self._counters, self._limits, self._index, ops, self._touched,
                           LineResult, Allocation, _OUTCOMES)
 
     def _put_res(self, r: _Res) -> None:
