@@ -5,8 +5,33 @@
 
 from cpython.dict cimport PyDict_GetItem
 from cpython.mem cimport PyMem_Calloc
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 
-cdef object _tuple_new = tuple.__new__
+cdef extern from *:
+    """
+    /* tuple.__new__(cls, items) for a tuple subclass (a NamedTuple), without the generic
+       call: the same steps as CPython's tuple_subtype_new. */
+    static PyObject *sg_named(PyObject *cls, PyObject *items) {
+        PyTypeObject *t = (PyTypeObject *)cls;
+        Py_ssize_t i, n = PyTuple_GET_SIZE(items);
+        PyObject *o;
+        if (!PyType_Check(cls) || !PyType_IsSubtype(t, &PyTuple_Type)) {
+            PyErr_SetString(PyExc_TypeError, "sg_named: not a tuple subclass");
+            return NULL;
+        }
+        o = t->tp_alloc(t, n);
+        if (o == NULL)
+            return NULL;
+        for (i = 0; i < n; i++) {
+            PyObject *x = PyTuple_GET_ITEM(items, i);
+            Py_INCREF(x);
+            PyTuple_SET_ITEM(o, i, x);
+        }
+        return o;
+    }
+    """
+    object _named "sg_named"(object cls, tuple items)
 
 # Outcome codes used here (engine/outcomes.py holds the enum; a test checks they agree).
 DEF OUT_OK = 0
@@ -125,13 +150,14 @@ cdef list _results(BucketIndex index, list ops, object line_result,
                    object allocation, tuple outcomes, const int64_t *granted,
                    const int64_t *status, const int64_t *src_end, const int64_t *srcs,
                    const int64_t *taken):
-    cdef list out = [], lines_out, line_results, held, alloc, allocs, refused
-    cdef Py_ssize_t j = 0, k = 0, k0, jj, n
-    cdef int64_t g, total, units, b
+    cdef list out = [], lines_out, line_results, held, refused
+    cdef tuple alloc, allocs
+    cdef Py_ssize_t j = 0, k = 0, k0, jj, n, m, x
+    cdef int64_t g, total, units
     cdef int code, worst
     cdef uint64_t key
     cdef tuple op, lines, line
-    cdef object per_line, s, sku
+    cdef object per_line, s, sku, b, u
     cdef bint partial
     cdef list names = index.names
     for op in ops:
@@ -146,17 +172,29 @@ cdef list _results(BucketIndex index, list ops, object line_result,
             k0, k = k, src_end[j]
             g = granted[j]
             total += g
-            alloc, allocs = [], []
+            m = 0
+            for n in range(k0, k):
+                if taken[n]:
+                    m += 1
+            # Sized up front: [bucket, units, ...] to store, Allocations to answer.
+            alloc = PyTuple_New(2 * m)
+            allocs = PyTuple_New(m)
+            x = 0
             for n in range(k0, k):
                 units = taken[n]
                 if units:
-                    b = srcs[n]
-                    alloc.append(b)
-                    alloc.append(units)
-                    held.append((b, units))
-                    key = index.b_key[b]
-                    allocs.append(_tuple_new(allocation, (names[(key >> 16) & 0xFFFF],
-                                                          names[key & 0xFFFF], units)))
+                    b, u = srcs[n], units
+                    Py_INCREF(b)
+                    PyTuple_SET_ITEM(alloc, 2 * x, b)
+                    Py_INCREF(u)
+                    PyTuple_SET_ITEM(alloc, 2 * x + 1, u)
+                    held.append((b, u))
+                    key = index.b_key[srcs[n]]
+                    a = _named(allocation, (names[(key >> 16) & 0xFFFF],
+                                            names[key & 0xFFFF], u))
+                    Py_INCREF(a)
+                    PyTuple_SET_ITEM(allocs, x, a)
+                    x += 1
             # From the core's status, not from `granted`: after an all-or-nothing
             # rollback every line has 0, but only the short one is to blame.
             s = per_line[jj]
@@ -171,14 +209,15 @@ cdef list _results(BucketIndex index, list ops, object line_result,
             if code != OUT_OK and (worst < 0 or _rank(code) < _rank(worst)):
                 worst = code
             # Tuples of atomics: the cyclic GC stops tracking them.
-            lines_out.append((sku, line[1], g, tuple(alloc), code))
-            line_results.append(_tuple_new(line_result, (sku, line[1], g, outcomes[code],
-                                                         tuple(allocs))))
+            lines_out.append((sku, line[1], g, alloc, code))
+            line_results.append(_named(line_result, (sku, line[1], g, outcomes[code],
+                                                     allocs)))
             j += 1
         if total == 0 or (worst >= 0 and not partial):
             # Refused: the core took nothing (all-or-nothing) or nothing was there.
             assert total == 0 or not partial or worst < 0
-            refused = [_tuple_new(line_result, (x[0], x[1], 0, x[3], ())) for x in line_results]
+            refused = [_named(line_result, (x_[0], x_[1], 0, x_[3], ()))
+                       for x_ in line_results]
             out.append((worst if worst >= 0 else OUT_INSUFFICIENT, None, tuple(refused), held))
             continue
         out.append((OUT_OK if worst < 0 else OUT_PARTIAL, lines_out, tuple(line_results), held))

@@ -185,6 +185,7 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
     cdef bytes rec
     cdef _Pack p = _Pack()  # one per call: two engines may record at once
     cdef int held_code = held_state  # the State (an IntEnum) as stored
+    cdef object now_obj = now, expires_obj  # one int object for every place it goes
     if len(decided) != n_todo:
         raise ValueError("decided must have one answer per todo")
     for n in range(n_todo):
@@ -196,7 +197,7 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
         lines_out = d[1]
         line_results = d[2]
         if lines_out is None:
-            out[i] = (_tuple_new(result_t, (outcomes[code], None, False, line_results)), None)
+            out[i] = (_named(result_t, (outcomes[code], None, False, line_results)), None)
             continue
         c = <tuple>checked[i]
         rid = c[0]
@@ -225,7 +226,8 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
         p.byte(0xc0)
         rec = p.take()
         PyDict_SetItem(res, rid, rec)  # dict's own: the ledger keeps the bytes
-        _heappush(expiry, (expires, rid))
+        expires_obj = expires
+        _heappush(expiry, (expires_obj, rid))
         puts[(<str>rid).encode("utf-8")] = rec
         p.raw(_EV_HEAD)
         p.text(rid)
@@ -244,7 +246,7 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
         p.integer(now)
         events.append(p.take())
         seq += 1
-        pub = _tuple_new(reservation_t, (rid, channel, held_state, line_results, customer,
-                                         campaign, now, expires, None, ()))
-        out[i] = (_tuple_new(result_t, (outcomes[code], pub, False, line_results)), None)
+        pub = _named(reservation_t, (rid, channel, held_state, line_results, customer,
+                                     campaign, now_obj, expires_obj, None, ()))
+        out[i] = (_named(result_t, (outcomes[code], pub, False, line_results)), None)
     return seq
