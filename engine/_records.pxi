@@ -7,6 +7,7 @@
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_SetItem
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 
 import heapq
@@ -32,11 +33,14 @@ cdef class _Pack:
     def __dealloc__(self):
         PyMem_Free(self.data)
 
-    cdef int _room(self, Py_ssize_t n) except -1:
+    cdef inline int _room(self, Py_ssize_t n) except -1:
+        if self.size + n <= self.cap:
+            return 0
+        return self._grow(n)
+
+    cdef int _grow(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t cap = self.cap
         cdef char *d
-        if self.size + n <= cap:
-            return 0
         while cap < self.size + n:
             cap *= 2
         d = <char *>PyMem_Realloc(self.data, cap)
@@ -52,12 +56,30 @@ cdef class _Pack:
         return 0
 
     cdef int be(self, unsigned char tag, uint64_t v, int width) except -1:
-        # tag, then v big-endian in `width` bytes
-        cdef int i
+        # tag, then v big-endian in `width` bytes (1, 2, 4 or 8)
+        cdef unsigned char *d
         self._room(1 + width)
-        self.data[self.size] = <char>tag
-        for i in range(width):
-            self.data[self.size + 1 + i] = <char>((v >> (8 * (width - 1 - i))) & 0xFF)
+        d = <unsigned char *>self.data + self.size
+        d[0] = tag
+        if width == 1:
+            d[1] = <unsigned char>v
+        elif width == 2:
+            d[1] = <unsigned char>(v >> 8)
+            d[2] = <unsigned char>v
+        elif width == 4:
+            d[1] = <unsigned char>(v >> 24)
+            d[2] = <unsigned char>(v >> 16)
+            d[3] = <unsigned char>(v >> 8)
+            d[4] = <unsigned char>v
+        else:
+            d[1] = <unsigned char>(v >> 56)
+            d[2] = <unsigned char>(v >> 48)
+            d[3] = <unsigned char>(v >> 40)
+            d[4] = <unsigned char>(v >> 32)
+            d[5] = <unsigned char>(v >> 24)
+            d[6] = <unsigned char>(v >> 16)
+            d[7] = <unsigned char>(v >> 8)
+            d[8] = <unsigned char>v
         self.size += 1 + width
         return 0
 
@@ -108,15 +130,23 @@ cdef class _Pack:
 
     cdef int value(self, object v) except -1:
         """Any of the types above, nested."""
-        cdef object x
+        cdef Py_ssize_t i, n
         if v is None:
             return self.byte(0xc0)
         if v is True:
             return self.byte(0xc3)
         if v is False:
             return self.byte(0xc2)
+        if type(v) is int:  # the common case first: no conversion check beyond int64
+            return self.integer(v)
         if isinstance(v, str):
             return self.text(v)
+        if type(v) is tuple:
+            n = PyTuple_GET_SIZE(v)
+            self.array(n)
+            for i in range(n):
+                self.value(<object>PyTuple_GET_ITEM(v, i))
+            return 0
         if isinstance(v, (tuple, list)):
             self.array(len(v))
             for x in v:
