@@ -224,6 +224,29 @@ cdef list _results(BucketIndex index, list ops, object line_result,
     return out
 
 
+def check_plain_reserves(list requests, tuple lim) -> list:
+    """check_plain_reserve() of each request: its checked form, or None where the engine
+    must run its full check (which names the field at fault)."""
+    return [check_plain_reserve(r, lim) for r in requests]
+
+
+def request_checks(list checked, dict channels) -> list:
+    """Indices of the checked requests (None skipped) that the catalogue may refuse: an
+    unknown channel, or a campaign with no customer (its per-customer limit needs one)."""
+    cdef list out = []
+    cdef Py_ssize_t i
+    cdef object c
+    cdef tuple key
+    for i in range(len(checked)):
+        c = checked[i]
+        if c is None:
+            continue
+        key = <tuple>(<tuple>c)[1]
+        if key[0] not in channels or (key[2] is not None and key[1] is None):
+            out.append(i)
+    return out
+
+
 def plan_reserves(list checked, Py_ssize_t i, set seen, object res, BucketIndex index,
                   dict codes, object place_codes, dict channels, list todo,
                   list ops) -> Py_ssize_t:

@@ -216,33 +216,33 @@ class Reservations:
         check_count("requests", len(requests), 1, limits.BATCH_OPS_MAX)
         single = len(requests) == 1 or isolate  # isolated errors name the caller's field
         slots: list[Any] = [None] * len(requests)
-        checked: list[tuple | None] = []
-        for i, req in enumerate(requests):
-            try:
-                if not isinstance(req, ReserveRequest):
-                    raise InvalidArgument("", "must be a ReserveRequest")
-                c = _core.check_plain_reserve(req, _PLAIN_LIMITS)
-                checked.append(c if c is not None else self._check_request(req))
-            except InvalidArgument as exc:
-                if not single or not exc.field:
-                    field = f"requests[{i}]" + (f".{exc.field}" if exc.field else "")
-                    exc = InvalidArgument(field, exc.problem)
-                if not isolate:
-                    raise exc from None
-                slots[i] = exc
-                checked.append(None)
+        # The common request is checked in C; the others (None) get the full check.
+        checked: list[tuple | None] = _core.check_plain_reserves(list(requests), _PLAIN_LIMITS)
+        if None in checked:
+            for i, req in enumerate(requests):
+                if checked[i] is not None:
+                    continue
+                try:
+                    if not isinstance(req, ReserveRequest):
+                        raise InvalidArgument("", "must be a ReserveRequest")
+                    checked[i] = self._check_request(req)
+                except InvalidArgument as exc:
+                    if not single or not exc.field:
+                        field = f"requests[{i}]" + (f".{exc.field}" if exc.field else "")
+                        exc = InvalidArgument(field, exc.problem)
+                    if not isolate:
+                        raise exc from None
+                    slots[i] = exc
         with self._lock:
             now = self._begin()
-            for i, c in enumerate(checked):
-                if c is None:
-                    continue
-                exc = self._request_error(c[1], "" if single else f"requests[{i}].")
+            for i in _core.request_checks(checked, self._channels):
+                exc = self._request_error(checked[i][1], "" if single else f"requests[{i}].")
                 if exc is not None:
                     if not isolate:
                         raise exc
                     slots[i] = exc
                     checked[i] = None
-            live = [c for c in checked if c is not None]
+            live = checked if None not in checked else [c for c in checked if c is not None]
             batch = self._batch
             mark = len(batch.events)  # what _begin's timers staged is not ours to wait for
             results = self._decide_reserves(live, now) if live else []
