@@ -28,4 +28,5 @@ class Outcome(enum.IntEnum):
 
     @property
     def granted(self) -> bool:
-        return self in (Outcome.OK, Outcome.PARTIAL)
+        # By value: `Outcome.OK` looks the member up through the enum's class each time.
+        return self <= 1  # OK or PARTIAL

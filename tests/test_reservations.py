@@ -613,3 +613,7 @@ def test_one_bad_checkout_in_a_burst_fails_alone(book, clock):
     assert g5.outcome == Outcome.OK
     assert held_by_bucket(book, "SKU-1") == {("WH-EAST", "online"): (10, 10)}
     assert book.check().ok
+
+
+def test_only_ok_and_partial_count_as_granted():
+    assert {o for o in Outcome if o.granted} == {Outcome.OK, Outcome.PARTIAL}
