@@ -380,15 +380,19 @@ def check_plain_reserve(object req, tuple lim):
     cdef Py_ssize_t n = len(lines)
     if n < 1 or n > lines_max:
         return None
-    out = []
-    cdef object q
-    for line in lines:
+    cdef tuple out = PyTuple_New(n)
+    cdef object q, line, kept
+    cdef Py_ssize_t j
+    for j in range(n):
+        line = lines[j]
         if (type(line) is not tuple and type(line) is not list) or len(line) != 2:
             return None
         q = line[1]
         if type(q) is not int or q < 1 or q > qty_max or not _plain_id(line[0], sku_max):
             return None
-        out.append((line[0], q))
+        kept = line if type(line) is tuple else (line[0], q)  # an exact tuple is immutable
+        Py_INCREF(kept)
+        PyTuple_SET_ITEM(out, j, kept)
     customer = r.customer
     if customer is not None and not _plain_id(customer, customer_max):
         return None
@@ -411,4 +415,4 @@ def check_plain_reserve(object req, tuple lim):
     for loc in prefer:
         if not _plain_id(loc, location_max):
             return None
-    return rid, (channel, customer, campaign, partial, tuple(out)), ttl, prefer
+    return rid, (channel, customer, campaign, partial, out), ttl, prefer
