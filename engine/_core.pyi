@@ -8,7 +8,6 @@ FLAG_PRESALE: int
 LINE_OK: int
 LINE_SHORT_STOCK: int
 LINE_SHORT_LIMIT: int
-SNAPSHOT_BYTES: int
 CAPACITY_MIN: int
 NOGIL_LINES_MIN: int
 HOLD_OUTCOME_CODES: dict[str, int]
@@ -72,6 +71,8 @@ def check_plain_reserve(req: object, lim: tuple[int, ...]) -> tuple | None: ...
 RECORD_FORMAT_VERSION: int
 
 def pack_record(fields: list[Any]) -> bytes: ...
+def alert_candidates(counters: Counters, touched: dict[int, int], bsafety: dict[int, int],
+                     every_change: bool) -> list[tuple[int, int, int, int | None, bool]]: ...
 def check_plain_reserves(requests: list[Any], lim: tuple) -> list[tuple | None]: ...
 def request_checks(checked: list[tuple | None], channels: dict[str, tuple]) -> list[int]: ...
 def plan_reserves(checked: list[tuple], i: int, seen: set[str], res: dict[str, Any],

@@ -8,11 +8,11 @@ the GIL released; a taker that loses a race retries on the fresh value and never
 counter below its floor.
 """
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memset
 
-import struct
 
 cdef extern from *:
     """
@@ -60,8 +60,6 @@ LINE_SHORT_LIMIT = 2
 # Counter record as the store keeps it: on_hand and floor (little-endian int64). Held is
 # not stored: it is the sum of the live reservations, recomputed when the store opens, so
 # a reservation, release or expiry rewrites no bucket record.
-_SNAPSHOT = struct.Struct("<qq")
-SNAPSHOT_BYTES = _SNAPSHOT.size
 CAPACITY_MIN = 1024
 FLOOR_MIN = -2_000_000_000  # the lowest floor an int32 holds with room to spare
 NOGIL_LINES_MIN = 256  # decide() releases the GIL for batches of at least this many lines
@@ -221,14 +219,32 @@ cdef class Counters:
         self.changed = set()
         return out
 
-    def snapshot(self, indices) -> bytes:
-        """Pack (on_hand, floor) of each index, in order, for the store."""
-        parts = []
+    def bucket_records(self, indices, int version) -> dict:
+        """{key: record} of each index as the store keeps buckets (records.bucket_id_key,
+        records.bucket_value): a 4-byte big-endian id; `version`, then on_hand and floor
+        as little-endian int64. Taken under the engine's lock, so one consistent state."""
+        cdef dict out = {}
         cdef Py_ssize_t i
+        cdef unsigned char k[4]
+        cdef unsigned char v[17]
+        cdef uint64_t x
+        cdef int j
         for i in indices:
             self._check(i)
-            parts.append(_SNAPSHOT.pack(sg_load(&self.on_hand[i]), self.floor[i]))
-        return b"".join(parts)
+            if i > 0xFFFFFFFF:
+                raise OverflowError(f"bucket {i} does not fit a 4-byte key")
+            for j in range(4):
+                k[j] = <unsigned char>(i >> (8 * (3 - j)))
+            v[0] = <unsigned char>version
+            x = <uint64_t>sg_load(&self.on_hand[i])
+            for j in range(8):
+                v[1 + j] = <unsigned char>(x >> (8 * j))
+            x = <uint64_t><int64_t>self.floor[i]
+            for j in range(8):
+                v[9 + j] = <unsigned char>(x >> (8 * j))
+            out[PyBytes_FromStringAndSize(<char *>k, 4)] = PyBytes_FromStringAndSize(
+                <char *>v, 17)
+        return out
 
     def memory_bytes(self) -> int:
         """Bytes of C memory held by the arrays (capacity, not size)."""

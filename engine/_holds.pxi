@@ -3,7 +3,8 @@
 # of the time of a reservation): building the core's flat arrays line by line, then
 # reading them back into allocations, results and journal pairs.
 
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_Next
+from cpython.object cimport PyObject
 from cpython.mem cimport PyMem_Calloc
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
@@ -221,6 +222,40 @@ cdef list _results(BucketIndex index, list ops, object line_result,
             out.append((worst if worst >= 0 else OUT_INSUFFICIENT, None, tuple(refused), held))
             continue
         out.append((OUT_OK if worst < 0 else OUT_PARTIAL, lines_out, tuple(line_results), held))
+    return out
+
+
+def alert_candidates(Counters counters, dict touched, dict bsafety,
+                     bint every_change) -> list:
+    """(bucket, before, after, safety, crossed) of each bucket in `touched` (bucket ->
+    available before the op) whose available moved across zero or below its safety stock
+    (bsafety: bucket -> threshold); with every_change, of every one that moved. The rest
+    of a batch's thousands of touched buckets need no Python at all."""
+    cdef list out = []
+    cdef Py_ssize_t pos = 0, b
+    cdef PyObject *k
+    cdef PyObject *v
+    cdef PyObject *found
+    cdef int64_t before, after, safety
+    cdef bint crossed
+    while PyDict_Next(touched, &pos, &k, &v):
+        b = <object>k
+        counters._check(b)
+        before = <object>v
+        after = sg_load(&counters.avail[b])
+        if after == before:
+            continue
+        crossed = (before > 0 >= after) or (before <= 0 < after)
+        sobj = None
+        if bsafety:
+            found = PyDict_GetItem(bsafety, <object>k)
+            if found != NULL:
+                sobj = <object>found
+                if sobj:
+                    safety = sobj
+                    crossed = crossed or before >= safety > after
+        if crossed or every_change:
+            out.append((<object>k, before, after, sobj, crossed))
     return out
 
 

@@ -268,16 +268,17 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
 
     # ------------------------------------------------------------------ writer hooks
 
-    def _cut(self) -> tuple[Batch, list[int], bytes, int] | None:
-        # Runs under the lock (the writer holds the condition). Every event staged since
-        # the last cut is in this batch, so the last seq given out is its last.
+    def _cut(self) -> tuple[Batch, dict[bytes, bytes], int] | None:
+        # Runs under the lock (the writer holds the condition), so the bucket records are
+        # one consistent state. Every event staged since the last cut is in this batch, so
+        # the last seq given out is its last.
         batch = self._batch
         if not batch:
             return None
-        dirty = self._counters.take_changed()
-        snap = self._counters.snapshot(dirty)
+        buckets = self._counters.bucket_records(self._counters.take_changed(),
+                                                records.BUCKET_FORMAT_VERSION)
         self._batch = Batch()
-        return batch, dirty, snap, self._seq
+        return batch, buckets, self._seq
 
     def _tick(self) -> float:
         """Expire due holds and move campaign windows; return seconds to the next timer."""
@@ -405,17 +406,10 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         if not touched:
             return
         skus: dict[str, dict[int, int]] = {}
-        available, key_of, bsafety, csafety = (self._counters.available, self._index.key,
-                                               self._bsafety, self._csafety)
-        for b, before in touched.items():
-            after = available(b)
-            if after == before:
-                continue
-            safety = bsafety.get(b)
-            crossed = (before > 0 >= after or before <= 0 < after
-                       or (safety and before >= safety > after))
-            if not crossed and not csafety:
-                continue  # the common case: no names needed (a batch touches thousands)
+        key_of, csafety = self._index.key, self._csafety
+        # The common case, no crossing, is sorted out in C: a batch touches thousands.
+        for b, before, after, safety, crossed in _core.alert_candidates(
+                self._counters, touched, self._bsafety, bool(csafety)):
             sku, loc, pool = key_of(b)
             if sku in csafety:
                 skus.setdefault(sku, {})[b] = after - before

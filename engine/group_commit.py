@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from . import limits, records
-from ._core import SNAPSHOT_BYTES
 from .errors import StoreError
 
 log = logging.getLogger("stockgate.engine")
@@ -111,8 +110,8 @@ class Batch:
 class Writer:
     """The group-commit thread.
 
-    `cut` runs under the engine lock and returns the open batch, its dirty buckets, their
-    snapshot and the seq of its last event (or None when there is nothing to write); `tick` runs timers (expiry,
+    `cut` runs under the engine lock and returns the open batch, the records of the
+    buckets it changed (key -> value) and the seq of its last event (or None when there is nothing to write); `tick` runs timers (expiry,
     campaign windows) between batches; `on_failure` repairs memory after a failed write
     and then fails the batch, so no caller can see the failed decisions in between.
     """
@@ -121,7 +120,7 @@ class Writer:
         self,
         store: Any,
         lock: threading.Lock,
-        cut: Callable[[], tuple[Batch, list[int], bytes, int] | None],
+        cut: Callable[[], tuple[Batch, dict[bytes, bytes], int] | None],
         tick: Callable[[], float],
         on_failure: Callable[[BaseException, Batch], None],
         on_durable: Callable[[int, list[dict[str, Any]]], None] | None = None,
@@ -161,14 +160,10 @@ class Writer:
                 self.current = None
                 self.in_flight = 0
 
-    def _write(self, batch: Batch, dirty: list[int], snapshot: bytes, last_seq: int) -> None:
+    def _write(self, batch: Batch, buckets: dict[bytes, bytes], last_seq: int) -> None:
         puts = batch.puts
-        if dirty:
-            width = SNAPSHOT_BYTES
-            puts["buckets"] = {
-                records.bucket_id_key(b): records.bucket_value(snapshot[i * width:(i + 1) * width])
-                for i, b in enumerate(dirty)
-            }
+        if buckets:
+            puts["buckets"] = buckets
         journal = None
         events = batch.events
         first = last_seq - len(events) + 1

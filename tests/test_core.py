@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from array import array
 
 import pytest
 
-from stockgate.engine import _core
+from stockgate.engine import _core, records
 from stockgate.engine._core import (
     FLAG_PARTIAL,
     FLAG_PRESALE,
@@ -78,13 +79,16 @@ def test_counter_basics():
         c.available(5)
 
 
-def test_snapshot_layout():
+def test_bucket_records_are_what_the_store_reads_back():
     c = table(7, 9)
     c.try_take(1, 4)
-    snap = c.snapshot([1, 0])
-    assert len(snap) == 2 * _core.SNAPSHOT_BYTES
-    import struct
-    assert struct.unpack("<qqqq", snap) == (9, 0, 7, 0)  # (on_hand, floor); held is not kept
+    c.add(5, 0, -3)  # a presale floor: negative
+    recs = c.bucket_records([1, 0, 2], records.BUCKET_FORMAT_VERSION)
+    assert list(recs) == [records.bucket_id_key(b) for b in (1, 0, 2)]
+    assert [records.decode_bucket(v) for v in recs.values()] == [(9, 0), (7, 0), (5, -3)]
+    assert recs[records.bucket_id_key(0)] == records.bucket_value(struct.pack("<qq", 7, 0))
+    with pytest.raises(IndexError):
+        c.bucket_records([3], records.BUCKET_FORMAT_VERSION)
 
 
 def test_changes_of_on_hand_and_floor_are_tracked_and_holds_are_not():
