@@ -79,11 +79,13 @@ def plan_reserves(checked: list[tuple], i: int, seen: set[str], res: dict[str, A
                   index: BucketIndex, codes: dict[tuple[str, tuple[str, ...]], tuple[int, ...]],
                   place_codes: Callable[[str, tuple[str, ...]], tuple[int, ...]],
                   channels: dict[str, tuple], todo: list[tuple], ops: list[tuple]) -> int: ...
-def record_holds(todo: list[tuple], decided: list[tuple], checked: list[tuple], out: list[Any],
-                 res: dict[str, Any], expiry: list[tuple[int, str]],
-                 puts: dict[bytes, bytes], events: list[dict[str, Any]], seq: int, now: int,
-                 steady: int, outcomes: tuple, result_t: type, reservation_t: type,
-                 held_state: object) -> int: ...
+def hold_and_record(counters: Counters, limits: Counters, index: BucketIndex, ops: list[tuple],
+                    touched: dict[int, int], line_result: type, allocation: type,
+                    outcomes: tuple, todo: list[tuple], checked: list[tuple], out: list[Any],
+                    res: dict[str, Any], expiry: list[tuple[int, str]],
+                    puts: dict[bytes, bytes], events: list[Any], seq: int, now: int,
+                    steady: int, result_t: type, reservation_t: type,
+                    held_state: int) -> int: ...
 
 class ReserveRequest:
     """One reservation to make, for Engine.reserve_many(); immutable."""

@@ -71,6 +71,35 @@ def hold(Counters counters, Counters limits, BucketIndex index, list ops, dict t
     refusal; lines_out the lines to store, (sku, qty, granted, (bucket, units, ...),
     line code), or None when refused; held the [bucket, units] taken, for the journal.
     """
+    return _hold(counters, limits, index, ops, touched, line_result, allocation, outcomes,
+                 None)
+
+
+def hold_and_record(Counters counters, Counters limits, BucketIndex index, list ops,
+                    dict touched, object line_result, object allocation, tuple outcomes,
+                    list todo, list checked, list out, object res, list expiry, dict puts,
+                    list events, int64_t seq, int64_t now, int64_t steady,
+                    object result_t, object reservation_t, object held_state) -> int64_t:
+    """hold() for fresh reservations, recording each as it reads the core's answer: its
+    stored record in `puts` and in `res` (the ledger keeps it as bytes), (expires, rid) on
+    the `expiry` heap, its "reserved" event in `events` (numbered from seq + 1; packed,
+    see _EV_HEAD) and its answer in out[i] as (Result, None); a refusal gets its answer
+    and nothing else. Returns the last seq used. The record and the event are written
+    straight from the core's arrays: no lines or pairs are built only to be packed.
+
+    ops[n] is the op of todo[n] = (i, per_line, key); checked[i] is (rid, key, ttl_ms,
+    prefer)."""
+    if len(todo) != len(ops):
+        raise ValueError("todo must have one entry per op")
+    cdef _Recorder r = _Recorder(todo, checked, out, res, expiry, puts, events, seq, now,
+                                 steady, outcomes, result_t, reservation_t, held_state)
+    _hold(counters, limits, index, ops, touched, line_result, allocation, outcomes, r)
+    return r.seq
+
+
+cdef list _hold(Counters counters, Counters limits, BucketIndex index, list ops,
+                dict touched, object line_result, object allocation, tuple outcomes,
+                _Recorder rec):
     cdef Py_ssize_t n_ops = len(ops), n_lines = 0, n_srcs = 0
     cdef Py_ssize_t i, j, jj, k, k0, n
     cdef tuple op, lines
@@ -142,31 +171,50 @@ def hold(Counters counters, Counters limits, BucketIndex index, list ops, dict t
             if limits is not counters:
                 sg_add(&limits.busy, -1)
         return _results(index, ops, line_result, allocation, outcomes,
-                        granted, status, src_end, srcs, taken)
+                        granted, status, src_end, srcs, taken, rec)
     finally:
         PyMem_Free(buf)
+
+
+cdef inline int _line_code(object source, int64_t status) except? -1:
+    # From the core's status, not from `granted`: after an all-or-nothing rollback every
+    # line has 0, but only the short one is to blame.
+    if type(source) is not list:
+        return source  # the caller's refusal of the line (an unknown SKU)
+    if status == 2:
+        return OUT_LIMIT
+    if status == 1:
+        return OUT_INSUFFICIENT
+    return OUT_OK
 
 
 cdef list _results(BucketIndex index, list ops, object line_result,
                    object allocation, tuple outcomes, const int64_t *granted,
                    const int64_t *status, const int64_t *src_end, const int64_t *srcs,
-                   const int64_t *taken):
+                   const int64_t *taken, _Recorder rec):
+    """Per op (code, lines_out, line_results, held), or with `rec` None per op, each one
+    recorded by rec (see hold_and_record)."""
     cdef list out = [], lines_out, line_results, held, refused
     cdef tuple alloc, allocs
-    cdef Py_ssize_t j = 0, k = 0, k0, jj, n, m, x
+    cdef Py_ssize_t j = 0, k = 0, k0, jj, n, m, x, j_op, k_op, pairs, o = 0
     cdef int64_t g, total, units
     cdef int code, worst
     cdef uint64_t key
     cdef tuple op, lines, line
-    cdef object per_line, s, sku, b, u
+    cdef object per_line, sku, b, u
     cdef bint partial
     cdef list names = index.names
     for op in ops:
         per_line, lines = op[0], op[1]
         partial = (op[2] & FLAG_PARTIAL) != 0
-        lines_out, line_results, held = [], [], []
+        line_results = []
+        lines_out = held = None
+        if rec is None:
+            lines_out, held = [], []
         total = 0
         worst = -1
+        pairs = 0
+        j_op, k_op = j, k
         for jj in range(len(lines)):
             line = lines[jj]
             sku = line[0]
@@ -177,40 +225,34 @@ cdef list _results(BucketIndex index, list ops, object line_result,
             for n in range(k0, k):
                 if taken[n]:
                     m += 1
+            pairs += m
             # Sized up front: [bucket, units, ...] to store, Allocations to answer.
-            alloc = PyTuple_New(2 * m)
+            alloc = PyTuple_New(2 * m) if rec is None else None
             allocs = PyTuple_New(m)
             x = 0
             for n in range(k0, k):
                 units = taken[n]
                 if units:
-                    b, u = srcs[n], units
-                    Py_INCREF(b)
-                    PyTuple_SET_ITEM(alloc, 2 * x, b)
-                    Py_INCREF(u)
-                    PyTuple_SET_ITEM(alloc, 2 * x + 1, u)
-                    held.append((b, u))
+                    u = units
+                    if rec is None:
+                        b = srcs[n]
+                        Py_INCREF(b)
+                        PyTuple_SET_ITEM(alloc, 2 * x, b)
+                        Py_INCREF(u)
+                        PyTuple_SET_ITEM(alloc, 2 * x + 1, u)
+                        held.append((b, u))
                     key = index.b_key[srcs[n]]
                     a = _named(allocation, (names[(key >> 16) & 0xFFFF],
                                             names[key & 0xFFFF], u))
                     Py_INCREF(a)
                     PyTuple_SET_ITEM(allocs, x, a)
                     x += 1
-            # From the core's status, not from `granted`: after an all-or-nothing
-            # rollback every line has 0, but only the short one is to blame.
-            s = per_line[jj]
-            if type(s) is not list:
-                code = s
-            elif status[j] == 2:
-                code = OUT_LIMIT
-            elif status[j] == 1:
-                code = OUT_INSUFFICIENT
-            else:
-                code = OUT_OK
+            code = _line_code(per_line[jj], status[j])
             if code != OUT_OK and (worst < 0 or _rank(code) < _rank(worst)):
                 worst = code
-            # Tuples of atomics: the cyclic GC stops tracking them.
-            lines_out.append((sku, line[1], g, alloc, code))
+            if rec is None:
+                # Tuples of atomics: the cyclic GC stops tracking them.
+                lines_out.append((sku, line[1], g, alloc, code))
             line_results.append(_named(line_result, (sku, line[1], g, outcomes[code],
                                                      allocs)))
             j += 1
@@ -219,9 +261,18 @@ cdef list _results(BucketIndex index, list ops, object line_result,
             assert total == 0 or not partial or worst < 0
             refused = [_named(line_result, (x_[0], x_[1], 0, x_[3], ()))
                        for x_ in line_results]
-            out.append((worst if worst >= 0 else OUT_INSUFFICIENT, None, tuple(refused), held))
-            continue
-        out.append((OUT_OK if worst < 0 else OUT_PARTIAL, lines_out, tuple(line_results), held))
+            code = worst if worst >= 0 else OUT_INSUFFICIENT
+            if rec is None:
+                out.append((code, None, tuple(refused), held))
+            else:
+                rec.refused(o, code, tuple(refused))
+        elif rec is None:
+            out.append((OUT_OK if worst < 0 else OUT_PARTIAL, lines_out, tuple(line_results),
+                        held))
+        else:
+            rec.granted(o, OUT_OK if worst < 0 else OUT_PARTIAL, tuple(line_results), op,
+                        j_op, k_op, pairs, granted, status, src_end, srcs, taken)
+        o += 1
     return out
 
 

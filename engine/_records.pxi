@@ -195,47 +195,60 @@ cdef bytes _EV_KIND_RESERVED = b"\xa4kind\xa8reserved"
 cdef bytes _EV_T = b"\xa1t"
 
 
-def record_holds(list todo, list decided, list checked, list out, object res, list expiry,
-                 dict puts, list events, int64_t seq, int64_t now, int64_t steady,
-                 tuple outcomes, object result_t, object reservation_t,
-                 object held_state) -> int64_t:
-    """Record every hold the core granted: its stored record in `puts` and in `res` (the
-    ledger keeps it as bytes), (expires, rid) on the `expiry` heap, its "reserved" event
-    in `events` (numbered from seq + 1; as packed bytes, see _EV_HEAD), and its answer in
-    out[i] as (Result, None); a refusal gets (Result, None) and is not recorded. Returns
-    the last seq used.
+cdef class _Recorder:
+    """What hold_and_record() records into (see there), and the _Pack it writes with: one
+    per call, since two engines may record at once."""
 
-    todo[n] is (i, per_line, key) and decided[n] the core's answer for it (see hold());
-    checked[i] is (rid, key, ttl_ms, prefer)."""
-    cdef Py_ssize_t n, n_todo = len(todo)
-    cdef tuple t, d, key, c
-    cdef object rid, lines_out, line_results, channel, customer, campaign, pub
-    cdef int code
-    cdef int64_t expires
-    cdef bytes rec
-    cdef _Pack p = _Pack()  # one per call: two engines may record at once
-    cdef int held_code = held_state  # the State (an IntEnum) as stored
-    cdef object now_obj = now, expires_obj  # one int object for every place it goes
-    if len(decided) != n_todo:
-        raise ValueError("decided must have one answer per todo")
-    for n in range(n_todo):
-        t = <tuple>todo[n]
-        d = <tuple>decided[n]
-        i = t[0]
-        key = <tuple>t[2]
-        code = d[0]
-        lines_out = d[1]
-        line_results = d[2]
-        if lines_out is None:
-            out[i] = (_named(result_t, (outcomes[code], None, False, line_results)), None)
-            continue
-        c = <tuple>checked[i]
-        rid = c[0]
-        channel, customer, campaign = key[0], key[1], key[2]
-        expires = steady + <int64_t>c[2]
+    cdef list todo, checked, out, expiry, events
+    cdef object res, result_t, reservation_t, held_state, now_obj
+    cdef dict puts
+    cdef tuple outcomes
+    cdef int64_t seq, now, steady
+    cdef int held_code
+    cdef _Pack p
+
+    def __cinit__(self, list todo, list checked, list out, object res, list expiry,
+                  dict puts, list events, int64_t seq, int64_t now, int64_t steady,
+                  tuple outcomes, object result_t, object reservation_t,
+                  object held_state):
+        self.todo, self.checked, self.out = todo, checked, out
+        self.res, self.expiry, self.puts, self.events = res, expiry, puts, events
+        self.seq, self.now, self.steady = seq, now, steady
+        self.now_obj = now  # one int object for every place it goes
+        self.outcomes = outcomes
+        self.result_t, self.reservation_t = result_t, reservation_t
+        self.held_state = held_state
+        self.held_code = held_state  # the State (an IntEnum) as stored
+        self.p = _Pack()
+
+    cdef int refused(self, Py_ssize_t o, int code, tuple line_results) except -1:
+        i = (<tuple>self.todo[o])[0]
+        self.out[i] = (_named(self.result_t, (self.outcomes[code], None, False,
+                                              line_results)), None)
+        return 0
+
+    cdef int granted(self, Py_ssize_t o, int code, tuple line_results, tuple op,
+                     Py_ssize_t j, Py_ssize_t k, Py_ssize_t pairs, const int64_t *granted,
+                     const int64_t *status, const int64_t *src_end,
+                     const int64_t *srcs, const int64_t *taken) except -1:
+        """Record todo[o], granted: its lines are the core's from line j and source k."""
+        cdef tuple t = <tuple>self.todo[o]
+        cdef tuple key = <tuple>t[2]
+        cdef tuple lines = <tuple>op[1]
+        cdef list per_line = <list>t[1]
+        cdef tuple line
+        cdef object i = t[0]
+        cdef tuple c = <tuple>self.checked[i]
+        cdef object rid = c[0], channel = key[0], customer = key[1], campaign = key[2]
+        cdef int64_t expires = self.steady + <int64_t>c[2]
+        cdef object expires_obj = expires
+        cdef Py_ssize_t jj, n, k0, m, j0 = j, kk = k
+        cdef _Pack p = self.p
+        cdef bytes rec
         # _Res.encode() of a fresh hold: [rid, channel, customer, campaign, state,
         # partial, created, expires, resolved, lines, committed, commit_req, outcome,
-        # request lines, amend outcome]
+        # request lines, amend outcome]; each line (sku, qty, granted, [bucket, units,
+        # ...], line code).
         p.size = 0
         p.array(HOLD_RECORD_FIELDS)
         p.integer(RECORD_FORMAT_VERSION)
@@ -243,22 +256,40 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
         p.text(channel)
         p.value(customer)
         p.value(campaign)
-        p.integer(held_code)
+        p.integer(self.held_code)
         p.value(key[3])
-        p.integer(now)
+        p.integer(self.now)
         p.integer(expires)
         p.byte(0xc0)
-        p.value(lines_out)
+        p.array(len(lines))
+        for jj in range(len(lines)):
+            line = <tuple>lines[jj]
+            k0, kk = kk, src_end[j]
+            m = 0
+            for n in range(k0, kk):
+                if taken[n]:
+                    m += 1
+            p.array(5)
+            p.text(line[0])
+            p.value(line[1])
+            p.integer(granted[j])
+            p.array(2 * m)
+            for n in range(k0, kk):
+                if taken[n]:
+                    p.integer(srcs[n])
+                    p.integer(taken[n])
+            p.integer(_line_code(per_line[jj], status[j]))
+            j += 1
         p.byte(0xc0)
         p.byte(0xc0)
         p.integer(code)
         p.value(key[4])
         p.byte(0xc0)
         rec = p.take()
-        PyDict_SetItem(res, rid, rec)  # dict's own: the ledger keeps the bytes
-        expires_obj = expires
-        _heappush(expiry, (expires_obj, rid))
-        puts[(<str>rid).encode("utf-8")] = rec
+        PyDict_SetItem(self.res, rid, rec)  # dict's own: the ledger keeps the bytes
+        _heappush(self.expiry, (expires_obj, rid))
+        self.puts[(<str>rid).encode("utf-8")] = rec
+        # The event: the map _emit() would make, "held" the [bucket, units] taken.
         p.raw(_EV_HEAD)
         p.text(rid)
         p.raw(_EV_CHANNEL)
@@ -268,15 +299,26 @@ def record_holds(list todo, list decided, list checked, list out, object res, li
         p.raw(_EV_CAMPAIGN)
         p.value(campaign)
         p.raw(_EV_HELD)
-        p.value(d[3])
+        p.array(pairs)
+        j, kk = j0, k
+        for jj in range(len(lines)):
+            k0, kk = kk, src_end[j]
+            for n in range(k0, kk):
+                if taken[n]:
+                    p.array(2)
+                    p.integer(srcs[n])
+                    p.integer(taken[n])
+            j += 1
         p.raw(_EV_EXPIRES)
         p.integer(expires)
         p.raw(_EV_KIND_RESERVED)
         p.raw(_EV_T)
-        p.integer(now)
-        events.append(p.take())
-        seq += 1
-        pub = _named(reservation_t, (rid, channel, held_state, line_results, customer,
-                                     campaign, now_obj, expires_obj, None, ()))
-        out[i] = (_named(result_t, (outcomes[code], pub, False, line_results)), None)
-    return seq
+        p.integer(self.now)
+        self.events.append(p.take())
+        self.seq += 1
+        pub = _named(self.reservation_t, (rid, channel, self.held_state, line_results,
+                                          customer, campaign, self.now_obj, expires_obj,
+                                          None, ()))
+        self.out[i] = (_named(self.result_t, (self.outcomes[code], pub, False,
+                                              line_results)), None)
+        return 0

@@ -372,16 +372,16 @@ class Reservations:
         """Run the core over `ops` (one per `todo` entry) and record each granted hold."""
         if not todo:
             return
-        decided = self._take(ops)
-        # The one loop every granted reservation passes through, in C: what _put_res()
+        # The one call every granted reservation passes through, in C: what _put_res()
         # and _emit() do for it, its record written as _Res.encode() would (see Ledger).
         events = self._batch.events
         staged, seq = len(events), self._seq
         try:
-            self._seq = _core.record_holds(
-                todo, decided, checked, out, self._res, self._expiry,
-                self._batch.puts.setdefault("reservations", {}), events, seq,
-                now, self._steady_now, _OUTCOMES, Result, Reservation, State.HELD)
+            self._seq = _core.hold_and_record(
+                self._counters, self._limits, self._index, ops, self._touched, LineResult,
+                Allocation, _OUTCOMES, todo, checked, out, self._res, self._expiry,
+                self._batch.puts.setdefault("reservations", {}), events, seq, now,
+                self._steady_now, Result, Reservation, State.HELD)
         except BaseException:
             # What was staged stands (and is written): never number an event twice.
             self._seq = seq + len(events) - staged

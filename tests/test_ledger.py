@@ -1,6 +1,6 @@
 """The reservation record written in C, and the ledger that keeps fresh holds as it.
 
-A hold the core grants is recorded by _core.record_holds() as msgpack bytes, kept as they
+A hold the core grants is recorded by _core.hold_and_record() as msgpack bytes, kept as they
 are in memory (engine.Ledger) until something reads the hold; its "reserved" journal event
 is packed there too. These tests hold that record to the layout records.pack() and
 _Res.encode() define, the event to the map _emit() would make, and the ledger's lazy form
