@@ -1,8 +1,8 @@
 """The reservation record written in C, and the ledger that keeps fresh holds as it.
 
-A hold the core grants is recorded by _core.hold_and_record() as msgpack bytes, kept as they
-are in memory (engine.Ledger) until something reads the hold; its "reserved" journal event
-is packed there too. These tests hold that record to the layout records.pack() and
+A hold the core grants is recorded by _core.hold_and_record() as msgpack bytes, kept as
+they are in memory (engine.Ledger) until something reads the hold; its "reserved" journal
+event is packed there too. These tests hold that record to the layout records.pack() and
 _Res.encode() define, the event to the map _emit() would make, and the ledger's lazy form
 to the behaviour of the decoded one.
 """
@@ -147,6 +147,6 @@ def test_listeners_get_the_core_s_events_as_a_journal_read_does(book: Engine) ->
 
 
 def _journal_chunks(book: Engine):
-    for key, value in book._store.items("journal"):
+    for _, value in book._store.items("journal"):
         first, events = records.unpack(value, "journal")
         yield first, events, value
