@@ -112,8 +112,9 @@ class Writer:
 
     `cut` runs under the engine lock and returns the open batch, the records of the
     buckets it changed (key -> value) and the seq of its last event, or None when there is
-    nothing to write; `tick` runs timers (expiry, campaign windows) between batches; `on_failure` repairs memory after a failed write
-    and then fails the batch, so no caller can see the failed decisions in between.
+    nothing to write; `tick` runs timers (expiry, campaign windows) between batches;
+    `on_failure` repairs memory after a failed write and then fails the batch, so no
+    caller can see the failed decisions in between.
     """
 
     def __init__(
