@@ -17,6 +17,12 @@ IMPORT_TIMEOUT_S_MIN = 600.0  # a bulk import of millions of rows
 # the clients cut well below both.
 BATCH_OPS_MAX = 10_000  # requests in one batch call or Session message
 SESSION_MESSAGE_BYTES_MAX = 1 << 20  # a Session message is cut at about this size
+# The server decides, commits and answers a Session message as one unit. Concurrent calls
+# are cut into messages of at most this many operations, so the server decides one while
+# the client reads the answers of another: a thousand calls in one message left each side
+# idle half the time (`bench/run.py server --quick`, coalesced: 42k/s in messages of up
+# to 10,000 operations, 65-71k at 500, 75-76k at 250, 69-74k at 100).
+SESSION_OPS_PER_MESSAGE_MAX = 250
 OPERATION_BYTES_MAX = 256 * 1024  # one operation larger than this is refused here
 IMPORT_CHUNK_ROWS = 10_000  # rows per Import message
 MESSAGE_BYTES_MAX = 4 * 1024 * 1024  # what the channel accepts in one message

@@ -131,7 +131,7 @@ class Outbox:
                 self.queue.extendleft(reversed(ready))
         ops = []
         size = 0
-        while self.queue and len(ops) < limits.BATCH_OPS_MAX:
+        while self.queue and len(ops) < limits.SESSION_OPS_PER_MESSAGE_MAX:
             p = self.queue[0]
             if ops and size + p.size > limits.SESSION_MESSAGE_BYTES_MAX:
                 break
