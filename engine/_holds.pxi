@@ -21,6 +21,18 @@ cdef extern from *:
             PyErr_SetString(PyExc_TypeError, "sg_named: not a tuple subclass");
             return NULL;
         }
+#if PY_VERSION_HEX >= 0x030E0000
+        /* 3.14 caches a tuple's hash in a field that tuple_subtype_new resets after the
+           allocation: let CPython build it (tuple.__new__ itself, without the call). */
+        {
+            PyObject *args = PyTuple_Pack(1, items);
+            if (args == NULL)
+                return NULL;
+            o = PyTuple_Type.tp_new(t, args, NULL);
+            Py_DECREF(args);
+            return o;
+        }
+#endif
         o = t->tp_alloc(t, n);
         if (o == NULL)
             return NULL;

@@ -105,7 +105,8 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         except BaseException:
             self._store.close()  # a store that cannot be read is not served
             raise
-        self._listeners: tuple[Callable[[int, list[dict[str, Any]]], None], ...] = ()
+        # (callback, packed): see listen()
+        self._listeners: tuple[tuple[Callable[[int, list[Any]], None], bool], ...] = ()
         self._writer = Writer(self._store, self._lock, self._cut, self._tick, self._on_failure,
                               self._durable)
         from .aio import AsyncEngine
@@ -237,28 +238,37 @@ class Engine(Catalogue, Movements, Reservations, Campaigns, Queries):
         for t in tickets:
             t.wait(raise_error=False)
 
-    def listen(self, callback: Callable[[int, list[dict[str, Any]]], None]) -> None:
+    def listen(self, callback: Callable[[int, list[Any]], None], *,
+               packed: bool = False) -> None:
         """Call callback(first_seq, events) after each durable write that journalled
         events: the journal as it grows, for watch streams. Event i has sequence number
-        first_seq + i. It runs on the writer thread, so it must be quick and must not
-        call the engine: hand the events to your own thread or loop. The events are
-        shared with other listeners: do not change them."""
-        with self._lock:
-            self._listeners = (*self._listeners, callback)
+        first_seq + i, and is the dict a journal read returns (without "seq"). It runs on
+        the writer thread, before the write's callers are woken, so it must be quick and
+        must not call the engine: hand the events to your own thread or loop. The events
+        are shared with other listeners: do not change them.
 
-    def unlisten(self, callback: Callable[[int, list[dict[str, Any]]], None]) -> None:
+        With `packed`, a reservation's "reserved" event may come as the msgpack bytes the
+        engine wrote (records.unpack_event() makes the dict of it): a listener that looks
+        at few events (or none, while nobody watches) then never pays for decoding them
+        all on the writer thread."""
+        with self._lock:
+            self._listeners = (*self._listeners, (callback, packed))
+
+    def unlisten(self, callback: Callable[[int, list[Any]], None]) -> None:
         """Stop calling a callback given to listen()."""
         with self._lock:
-            self._listeners = tuple(c for c in self._listeners if c is not callback)
+            self._listeners = tuple(x for x in self._listeners if x[0] is not callback)
 
     def _durable(self, first: int, events: list[dict[str, Any] | bytes]) -> None:
-        if not self._listeners:
-            return
-        # Listeners get every event as a journal read returns it.
-        events = [records.unpack_event(ev) if type(ev) is bytes else ev for ev in events]
-        for callback in self._listeners:
+        # On the writer thread, after the commit: nothing here may raise, or the writer
+        # would stop with the batch's callers still waiting.
+        decoded: list[dict[str, Any]] | None = None
+        for callback, packed in self._listeners:
             try:
-                callback(first, events)
+                if not packed and decoded is None:
+                    decoded = [records.unpack_event(ev) if type(ev) is bytes else ev
+                               for ev in events]
+                callback(first, events if packed else decoded)
             except Exception:  # noqa: BLE001 - one listener's bug must not stop the others
                 log.exception("stockgate: a journal listener failed")
 

@@ -165,16 +165,19 @@ class Writer:
         puts = batch.puts
         if buckets:
             puts["buckets"] = buckets
-        journal = None
         events = batch.events
         first = last_seq - len(events) + 1
-        if events:
-            for i, ev in enumerate(events):
-                if type(ev) is dict:  # the core's own events come packed, without seq
-                    seq = ev.pop("seq")  # implied by the chunk's first seq
-                    assert seq == first + i, "a batch's events are numbered in order"
-            journal = (records.SEQ.pack(last_seq), records.pack_journal(first, events))
         try:
+            # In the try: a batch that cannot be journalled fails like a failed write.
+            journal = None
+            if events:
+                for i, ev in enumerate(events):
+                    if type(ev) is dict:  # the core's own events come packed, without seq
+                        seq = ev.pop("seq")  # implied by the chunk's first seq
+                        if seq != first + i:
+                            raise StoreError(f"journal event {seq} staged as {first + i}: "
+                                             "the batch's events are out of order")
+                journal = (records.SEQ.pack(last_seq), records.pack_journal(first, events))
             self._store.write(puts, journal)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the callers
             error = exc if isinstance(exc, StoreError) else StoreError(f"write failed: {exc!r}")

@@ -195,7 +195,7 @@ class Server:
                               "choose another, or listen on 127.0.0.1:0 for any free port")
         self.port = port
         await self.hub.attach()
-        engine.listen(self._durable)
+        engine.listen(self._durable, packed=True)  # it reads no event
         await server.start()
         if self.metrics is not None:
             self.metrics.serve(self.config.host, c.metrics_port)

@@ -34,6 +34,7 @@ import grpc
 
 from stockgate.engine import Engine, InvalidArgument, NotFound, limits
 from stockgate.engine.limits import check_count, check_id, check_int
+from stockgate.engine.records import unpack_event
 from stockgate.v1 import watch_pb2, watch_pb2_grpc
 
 from . import wire
@@ -111,7 +112,7 @@ class WatchHub:
         """Listen to the engine's durable writes, and learn where the durable journal
         ends now (what is decided is made durable first)."""
         self.loop = asyncio.get_running_loop()
-        self.engine.listen(self._durable)
+        self.engine.listen(self._durable, packed=True)  # decoded in _apply, if watched
         decided = self.engine.last_seq
         await asyncio.to_thread(self.engine.flush)
         # A write that failed meanwhile rebuilt the engine from the store: its seqs are
@@ -126,7 +127,7 @@ class WatchHub:
         for _, scan in self._channel_skus.values():
             scan.cancel()
 
-    def _durable(self, first_seq: int, events: list[dict[str, Any]]) -> None:
+    def _durable(self, first_seq: int, events: list[dict[str, Any] | bytes]) -> None:
         # The writer thread: hand over and return at once.
         try:
             self.loop.call_soon_threadsafe(self._dispatch, first_seq, events)
@@ -248,7 +249,7 @@ class WatchHub:
                 self._campaign_channels.pop(ev["campaign"], None)
         return d
 
-    def _dispatch(self, first_seq: int, events: list[dict[str, Any]]) -> None:
+    def _dispatch(self, first_seq: int, events: list[dict[str, Any] | bytes]) -> None:
         # While a check holds the engine, taking events in (which reads bucket keys,
         # channels and campaigns from it) waits, in order, without blocking the loop.
         if self._deferred or (self.admission.paused and self.subscribers):
@@ -268,14 +269,15 @@ class WatchHub:
         finally:
             self._drain = None
 
-    def _apply(self, first_seq: int, events: list[dict[str, Any]]) -> None:
+    def _apply(self, first_seq: int, events: list[dict[str, Any] | bytes]) -> None:
         last = first_seq + len(events) - 1
         self.durable_seq = max(self.durable_seq, last)
         if not self.subscribers:
-            for ev in events:  # keep the caches true
-                if ev["kind"] == "channel_set":
+            for ev in events:  # keep the caches true (a packed event is a reservation's)
+                if type(ev) is dict and ev["kind"] == "channel_set":
                     self._channel_changed(ev["channel"])
             return
+        events = [unpack_event(ev) if type(ev) is bytes else ev for ev in events]
         try:
             whole: Digest | None = None
             for sub in list(self.subscribers):

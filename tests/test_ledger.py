@@ -42,13 +42,32 @@ def test_pack_record_at_the_size_boundaries_of_each_form() -> None:
 def test_a_fresh_hold_is_stored_as_res_encode_writes_it(book: Engine) -> None:
     book.receive("SKU-1", "WH-EAST", 10)
     book.receive("SKU-1", "WH-WEST", 10)
-    book.reserve_many([ReserveRequest("R-1", "tmall", [("SKU-1", 9), ("SKU-1", 4)],
-                                      customer="c-1", ttl_ms=60_000),
-                       ReserveRequest("R-2", "tmall", [("SKU-1", 2)], partial=True)])
-    for rid in ("R-1", "R-2"):
-        kept = dict.get(book._res, rid)
+    reqs = [ReserveRequest("R-1", "tmall", [("SKU-1", 9), ("SKU-1", 4)], customer="c-1",
+                           ttl_ms=60_000),
+            ReserveRequest("R-2", "tmall", [("SKU-1", 2)], partial=True)]
+    answers = book.reserve_many(reqs)
+    for req, res in zip(reqs, answers):
+        kept = dict.get(book._res, req.reservation_id)
         assert type(kept) is bytes  # nothing has read it yet
+        # What the record must hold, from the request and the answer (not from itself):
+        pub = res.reservation
+        expected = [req.reservation_id, req.channel, req.customer, None, int(State.HELD),
+                    req.partial, pub.created_ms, pub.expires_ms, None,
+                    [[ln.sku, ln.qty, ln.granted, _flat(book, ln), int(ln.outcome)]
+                     for ln in res.lines],
+                    None, None, int(res.outcome), [list(x) for x in req.lines], None]
+        assert kept == records.pack(expected)
         assert _Res.decode(kept).encode() == kept
+    assert answers[0].lines[0].allocations[0].qty == 8  # a line split across sources
+    assert len(answers[0].lines[0].allocations) == 2
+
+
+def _flat(book: Engine, line) -> list[int]:
+    """A line's allocations as stored: [bucket, units, ...]."""
+    out = []
+    for a in line.allocations:
+        out += [book._index.get(line.sku, a.location, a.pool), a.qty]
+    return out
 
 
 def test_a_held_record_thaws_once_and_changes_stick(book: Engine) -> None:
@@ -109,7 +128,7 @@ def test_reserved_events_are_stored_as_packing_their_maps_would(book: Engine, cl
     book.create_campaign("NOW", channels=["tmall"], start_ms=t - 1, end_ms=t + 60_000,
                          location="WH-EAST", source_pool="online", quotas={"SKU-1": 4})
     start = book.last_seq
-    book.reserve_many([
+    answers = book.reserve_many([
         ReserveRequest("R-1", "tmall", [("SKU-1", 79), ("SKU-1", 3)], ttl_ms=60_000),
         ReserveRequest("R-ü-日本", "tmall", [("SKU-1", 2)], customer="c-é" * 20),
         ReserveRequest("R-3", "tmall", [("SKU-1", 2)], campaign="NOW", customer="c-2"),
@@ -124,10 +143,20 @@ def test_reserved_events_are_stored_as_packing_their_maps_would(book: Engine, cl
     got = [ev for first, events, _ in chunks for i, ev in enumerate(events)
            if first + i > start]
     assert [ev["kind"] for ev in got] == ["reserved"] * 3 + ["released"]
-    r1 = book.reservation("R-1")
-    assert got[0] == {"id": "R-1", "channel": "tmall", "customer": None, "campaign": None,
-                      "held": got[0]["held"], "expires_ms": r1.expires_ms,
-                      "kind": "reserved", "t": r1.created_ms}
+    # Each reserved event, built here in _emit()'s key order from the answers, must be
+    # what the chunk stores, byte for byte.
+    made = {}
+    for res in answers:
+        pub = res.reservation
+        pairs = [_flat(book, ln) for ln in res.lines]
+        made[pub.reservation_id] = {
+            "id": pub.reservation_id, "channel": pub.channel, "customer": pub.customer,
+            "campaign": pub.campaign,
+            "held": [[p[x], p[x + 1]] for p in pairs for x in range(0, len(p), 2)],
+            "expires_ms": pub.expires_ms, "kind": "reserved", "t": pub.created_ms}
+    for first, events, value in chunks:
+        rebuilt = [made.get(ev["id"], ev) if ev["kind"] == "reserved" else ev for ev in events]
+        assert records.pack([first, rebuilt]) == value
     assert sum(units for _, units in got[0]["held"]) == 82
     assert got[1]["id"] == "R-ü-日本" and got[1]["customer"] == "c-é" * 20
     assert got[2]["campaign"] == "NOW" and got[2]["customer"] == "c-2"
@@ -150,3 +179,41 @@ def _journal_chunks(book: Engine):
     for _, value in book._store.items("journal"):
         first, events = records.unpack(value, "journal")
         yield first, events, value
+
+
+def test_answers_built_in_c_hash_like_the_same_tuples_built_in_python(book: Engine) -> None:
+    # The core makes its NamedTuples without tuple.__new__ (engine/_holds.pxi, sg_named).
+    book.receive("SKU-1", "WH-EAST", 10)
+    res = book.reserve("R-1", "tmall", [("SKU-1", 2)])
+    line = res.lines[0]
+    for made in (res, res.reservation, line, line.allocations[0]):
+        rebuilt = type(made)(*made)
+        assert made == rebuilt and hash(made) == hash(rebuilt)
+
+
+def test_a_packed_listener_gets_the_core_s_events_as_bytes(book: Engine) -> None:
+    heard = []
+    book.receive("SKU-1", "WH-EAST", 10)
+    book.listen(lambda first, events: heard.extend(events), packed=True)
+    start = book.last_seq
+    book.reserve("R-1", "tmall", [("SKU-1", 3)])
+    book.release("R-1")
+    book.flush()
+    assert type(heard[0]) is bytes and type(heard[1]) is dict
+    read = [{k: v for k, v in ev.items() if k != "seq"} for ev in book.journal(start + 1)]
+    assert [records.unpack_event(heard[0]), heard[1]] == read
+
+
+def test_a_listener_that_cannot_be_served_never_stops_the_writer(book: Engine,
+                                                                  monkeypatch) -> None:
+    # Listeners run on the writer thread after the commit and before the callers are
+    # woken: anything raised there once stopped the writer with every caller waiting.
+    def broken(value):
+        raise ValueError("cannot decode")
+
+    monkeypatch.setattr(records, "unpack_event", broken)
+    book.listen(lambda first, events: None)
+    book.receive("SKU-1", "WH-EAST", 10)
+    assert book.reserve("R-1", "tmall", [("SKU-1", 3)]).ok
+    assert book.reserve("R-2", "tmall", [("SKU-1", 3)]).ok  # the writer still commits
+    book.flush()
