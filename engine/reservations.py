@@ -408,7 +408,9 @@ class Reservations:
         to store or None when refused, line results, [bucket, units] taken). Granted units
         are taken from the counters; nothing is staged (held is not stored per bucket).
         """
-        return self._take([self._core_op(per_line, key) for per_line, key in ops])
+        return _core.hold(self._counters, self._limits, self._index,
+                          [self._core_op(per_line, key) for per_line, key in ops],
+                          self._touched, LineResult, Allocation, _OUTCOMES)
 
     def _core_op(self, per_line: list, key: tuple) -> tuple:
         """The core's op for one request: (per_line, lines, flags, limit counters)."""
@@ -424,10 +426,6 @@ class Reservations:
                         if not isinstance(src, Outcome) else -1
                         for (sku, _), src in zip(lines, per_line)]
         return (per_line, lines, flags, lims)
-
-    def _take(self, ops: list[tuple]) -> list[tuple[int, Any, tuple, list]]:
-        return _core.hold(self._counters, self._limits, self._index, ops, self._touched,
-                          LineResult, Allocation, _OUTCOMES)
 
     def _put_res(self, r: _Res) -> None:
         self._batch.put("reservations", r.rid.encode(), r.encode())
