@@ -65,6 +65,13 @@ FLOOR_MIN = -2_000_000_000  # the lowest floor an int32 holds with room to spare
 NOGIL_LINES_MIN = 256  # decide() releases the GIL for batches of at least this many lines
 
 
+# A bucket's store record as Counters.bucket_records() writes it by hand: the layout of
+# records.BUCKET_ID and records.BUCKET (tests/test_core.py holds them to one).
+DEF BUCKET_KEY_BYTES = 4  # big-endian bucket id
+DEF BUCKET_ID_MAX = 0xFFFFFFFF
+DEF BUCKET_RECORD_BYTES = 17  # the format version, then on_hand and floor as int64
+
+
 cdef class Counters:
     """A growable table of stock counters, each with `avail`, `on_hand` and a `floor`.
 
@@ -225,16 +232,16 @@ cdef class Counters:
         as little-endian int64. Taken under the engine's lock, so one consistent state."""
         cdef dict out = {}
         cdef Py_ssize_t i
-        cdef unsigned char k[4]
-        cdef unsigned char v[17]
+        cdef unsigned char k[BUCKET_KEY_BYTES]
+        cdef unsigned char v[BUCKET_RECORD_BYTES]
         cdef uint64_t x
         cdef int j
         for i in indices:
             self._check(i)
-            if i > 0xFFFFFFFF:
-                raise OverflowError(f"bucket {i} does not fit a 4-byte key")
-            for j in range(4):
-                k[j] = <unsigned char>(i >> (8 * (3 - j)))
+            if i > BUCKET_ID_MAX:
+                raise OverflowError(f"bucket {i} does not fit a {BUCKET_KEY_BYTES}-byte key")
+            for j in range(BUCKET_KEY_BYTES):
+                k[j] = <unsigned char>(i >> (8 * (BUCKET_KEY_BYTES - 1 - j)))
             v[0] = <unsigned char>version
             x = <uint64_t>sg_load(&self.on_hand[i])
             for j in range(8):
@@ -242,8 +249,8 @@ cdef class Counters:
             x = <uint64_t><int64_t>self.floor[i]
             for j in range(8):
                 v[9 + j] = <unsigned char>(x >> (8 * j))
-            out[PyBytes_FromStringAndSize(<char *>k, 4)] = PyBytes_FromStringAndSize(
-                <char *>v, 17)
+            out[PyBytes_FromStringAndSize(<char *>k, BUCKET_KEY_BYTES)] = (
+                PyBytes_FromStringAndSize(<char *>v, BUCKET_RECORD_BYTES))
         return out
 
     def memory_bytes(self) -> int:

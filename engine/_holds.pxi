@@ -125,7 +125,7 @@ cdef list _hold(Counters counters, Counters limits, BucketIndex index, list ops,
                 n_srcs += len(<list>s)
     if n_ops == 0:
         return []
-    cdef int64_t *buf = <int64_t *>PyMem_Calloc(2 * n_ops + 5 * n_lines + 2 * n_srcs + 1,
+    cdef int64_t *buf = <int64_t *>PyMem_Calloc(2 * n_ops + 7 * n_lines + 2 * n_srcs + 1,
                                                 sizeof(int64_t))
     if buf == NULL:
         raise MemoryError()
@@ -138,6 +138,9 @@ cdef list _hold(Counters counters, Counters limits, BucketIndex index, list ops,
     cdef int64_t *status = granted + n_lines
     cdef int64_t *srcs = status + n_lines
     cdef int64_t *taken = srcs + n_srcs
+    # Read back per line by _results(), for a recorder to write without reading again:
+    cdef int64_t *line_code = taken + n_srcs  # the line's outcome code
+    cdef int64_t *line_pairs = line_code + n_lines  # its sources that gave units
     try:
         j = k = 0
         for i in range(n_ops):
@@ -183,7 +186,8 @@ cdef list _hold(Counters counters, Counters limits, BucketIndex index, list ops,
             if limits is not counters:
                 sg_add(&limits.busy, -1)
         return _results(index, ops, line_result, allocation, outcomes,
-                        granted, status, src_end, srcs, taken, rec)
+                        granted, status, src_end, srcs, taken, line_code, line_pairs,
+                        rec)
     finally:
         PyMem_Free(buf)
 
@@ -203,12 +207,13 @@ cdef inline int _line_code(object source, int64_t status) except? -1:
 cdef list _results(BucketIndex index, list ops, object line_result,
                    object allocation, tuple outcomes, const int64_t *granted,
                    const int64_t *status, const int64_t *src_end, const int64_t *srcs,
-                   const int64_t *taken, _Recorder rec):
+                   const int64_t *taken, int64_t *line_code, int64_t *line_pairs,
+                   _Recorder rec):
     """Per op (code, lines_out, line_results, held), or with `rec` None per op, each one
-    recorded by rec (see hold_and_record)."""
+    recorded by rec (see hold_and_record). Fills line_code and line_pairs."""
     cdef list out = [], lines_out, line_results, held, refused
     cdef tuple alloc, allocs
-    cdef Py_ssize_t j = 0, k = 0, k0, jj, n, m, x, j_op, k_op, pairs, o = 0
+    cdef Py_ssize_t j = 0, k = 0, k0, jj, n, m, x, j_op, k_op, o = 0
     cdef int64_t g, total, units
     cdef int code, worst
     cdef uint64_t key
@@ -225,7 +230,6 @@ cdef list _results(BucketIndex index, list ops, object line_result,
             lines_out, held = [], []
         total = 0
         worst = -1
-        pairs = 0
         j_op, k_op = j, k
         for jj in range(len(lines)):
             line = lines[jj]
@@ -237,7 +241,7 @@ cdef list _results(BucketIndex index, list ops, object line_result,
             for n in range(k0, k):
                 if taken[n]:
                     m += 1
-            pairs += m
+            line_pairs[j] = m
             # Sized up front: [bucket, units, ...] to store, Allocations to answer.
             alloc = PyTuple_New(2 * m) if rec is None else None
             allocs = PyTuple_New(m)
@@ -259,7 +263,7 @@ cdef list _results(BucketIndex index, list ops, object line_result,
                     Py_INCREF(a)
                     PyTuple_SET_ITEM(allocs, x, a)
                     x += 1
-            code = _line_code(per_line[jj], status[j])
+            code = line_code[j] = _line_code(per_line[jj], status[j])
             if code != OUT_OK and (worst < 0 or _rank(code) < _rank(worst)):
                 worst = code
             if rec is None:
@@ -283,7 +287,8 @@ cdef list _results(BucketIndex index, list ops, object line_result,
                         held))
         else:
             rec.granted(o, OUT_OK if worst < 0 else OUT_PARTIAL, tuple(line_results), op,
-                        j_op, k_op, pairs, granted, status, src_end, srcs, taken)
+                        j_op, k_op, granted, src_end, srcs, taken, line_code,
+                        line_pairs)
         o += 1
     return out
 

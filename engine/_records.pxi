@@ -228,21 +228,21 @@ cdef class _Recorder:
         return 0
 
     cdef int granted(self, Py_ssize_t o, int code, tuple line_results, tuple op,
-                     Py_ssize_t j, Py_ssize_t k, Py_ssize_t pairs, const int64_t *granted,
-                     const int64_t *status, const int64_t *src_end,
-                     const int64_t *srcs, const int64_t *taken) except -1:
-        """Record todo[o], granted: its lines are the core's from line j and source k."""
+                     Py_ssize_t j, Py_ssize_t k, const int64_t *granted,
+                     const int64_t *src_end, const int64_t *srcs, const int64_t *taken,
+                     const int64_t *line_code, const int64_t *line_pairs) except -1:
+        """Record todo[o], granted: its lines are the core's from line j and source k
+        (line_code and line_pairs as _results() read them)."""
         cdef tuple t = <tuple>self.todo[o]
         cdef tuple key = <tuple>t[2]
         cdef tuple lines = <tuple>op[1]
-        cdef list per_line = <list>t[1]
         cdef tuple line
         cdef object i = t[0]
         cdef tuple c = <tuple>self.checked[i]
         cdef object rid = c[0], channel = key[0], customer = key[1], campaign = key[2]
         cdef int64_t expires = self.steady + <int64_t>c[2]
         cdef object expires_obj = expires
-        cdef Py_ssize_t jj, n, k0, m, j0 = j, kk = k
+        cdef Py_ssize_t jj, n, k0, pairs = 0, j0 = j, kk = k
         cdef _Pack p = self.p
         cdef bytes rec
         # _Res.encode() of a fresh hold: [rid, channel, customer, campaign, state,
@@ -265,20 +265,17 @@ cdef class _Recorder:
         for jj in range(len(lines)):
             line = <tuple>lines[jj]
             k0, kk = kk, src_end[j]
-            m = 0
-            for n in range(k0, kk):
-                if taken[n]:
-                    m += 1
             p.array(5)
             p.text(line[0])
             p.value(line[1])
             p.integer(granted[j])
-            p.array(2 * m)
+            p.array(2 * line_pairs[j])
             for n in range(k0, kk):
                 if taken[n]:
                     p.integer(srcs[n])
                     p.integer(taken[n])
-            p.integer(_line_code(per_line[jj], status[j]))
+            p.integer(line_code[j])
+            pairs += line_pairs[j]
             j += 1
         p.byte(0xc0)
         p.byte(0xc0)

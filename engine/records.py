@@ -77,13 +77,17 @@ def pack_journal(first: int, events: list[dict[str, Any] | bytes]) -> bytes:
 
 def unpack_event(value: bytes) -> dict[str, Any]:
     """An event packed by the core, as a journal read would return it (without seq)."""
+    return _loads(value)
+
+
+def _loads(value: bytes) -> Any:
     return msgpack.unpackb(value, raw=False, use_list=True, strict_map_key=False)
 
 
 def unpack(value: bytes, what: str) -> list[Any]:
     """Inverse of pack(); raises CorruptRecord naming `what` on anything unexpected."""
     try:
-        rec = msgpack.unpackb(value, raw=False, use_list=True, strict_map_key=False)
+        rec = _loads(value)
     except Exception as exc:  # msgpack raises several unrelated types
         raise CorruptRecord(f"{what}: undecodable record ({exc})") from None
     if not isinstance(rec, list) or not rec or rec[0] != FORMAT_VERSION:

@@ -85,6 +85,7 @@ def test_bucket_records_are_what_the_store_reads_back():
     c.add(5, 0, -3)  # a presale floor: negative
     recs = c.bucket_records([1, 0, 2], records.BUCKET_FORMAT_VERSION)
     assert list(recs) == [records.bucket_id_key(b) for b in (1, 0, 2)]
+    assert all(len(v) == records.BUCKET.size for v in recs.values())
     assert [records.decode_bucket(v) for v in recs.values()] == [(9, 0), (7, 0), (5, -3)]
     assert recs[records.bucket_id_key(0)] == records.bucket_value(struct.pack("<qq", 7, 0))
     with pytest.raises(IndexError):

@@ -9,12 +9,15 @@ to the behaviour of the decoded one.
 
 from __future__ import annotations
 
+import threading
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stockgate.engine import Engine, Outcome, ReserveRequest, State, _core, records
 from stockgate.engine.reservations import _Res
 
+LISTENER_TEST_WAIT_S = 30  # far above a commit here; only a stopped writer takes longer
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 LEAF = st.none() | st.booleans() | INT64 | st.text(max_size=300)
 VALUES = st.recursive(LEAF, lambda inner: st.lists(inner, max_size=20)
@@ -214,6 +217,14 @@ def test_a_listener_that_cannot_be_served_never_stops_the_writer(book: Engine,
     monkeypatch.setattr(records, "unpack_event", broken)
     book.listen(lambda first, events: None)
     book.receive("SKU-1", "WH-EAST", 10)
-    assert book.reserve("R-1", "tmall", [("SKU-1", 3)]).ok
-    assert book.reserve("R-2", "tmall", [("SKU-1", 3)]).ok  # the writer still commits
-    book.flush()
+    answers = []
+
+    def reserve_twice():  # in a thread: a stopped writer would leave it waiting for good
+        answers.append(book.reserve("R-1", "tmall", [("SKU-1", 3)]).ok)
+        answers.append(book.reserve("R-2", "tmall", [("SKU-1", 3)]).ok)
+        book.flush()
+
+    caller = threading.Thread(target=reserve_twice, daemon=True)
+    caller.start()
+    caller.join(LISTENER_TEST_WAIT_S)
+    assert answers == [True, True] and not caller.is_alive()  # the writer still commits
