@@ -167,7 +167,8 @@ class Server:
                                               interceptors=interceptors)
         self.reservations = ReservationsService(
             engine, auth, admission, session_inflight_ops_max=c.session_inflight_ops_max,
-            message_bytes_max=c.message_bytes_max, on_failure=self._failed)
+            message_bytes_max=c.message_bytes_max,
+            unary_group_wait_ms=c.unary_group_wait_ms, on_failure=self._failed)
         self.inventory = InventoryService(engine, auth, admission, on_failure=self._failed)
         self.hub = WatchHub(engine, admission, streams_max=c.watch_streams_max)
         self.watch = WatchService(self.hub, auth, admission,

@@ -57,6 +57,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
 
     def __init__(self, engine: Engine, auth: Authenticator, admission: Admission, *,
                  session_inflight_ops_max: int, message_bytes_max: int,
+                 unary_group_wait_ms: int = 0,
                  on_failure: Callable[[BaseException], None] = lambda exc: None) -> None:
         self._engine = engine
         self._aio = engine.aio
@@ -67,7 +68,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
         self._answer_bytes = wire.answer_bytes_target(message_bytes_max)
         self._on_failure = on_failure
         self._sessions: set[SessionStream] = set()
-        self._turns = Turns()
+        self._turns = Turns(unary_group_wait_ms / 1000)
         self.session_messages = 0  # Session request messages read, since start
 
     # ------------------------------------------------------------------ helpers
