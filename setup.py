@@ -1,5 +1,5 @@
-"""Builds the Cython core and the server's wire codec; everything else is declared in
-pyproject.toml."""
+"""Builds the Cython core and the two Session wire codecs (server and clients); everything
+else is declared in pyproject.toml."""
 
 import os
 
@@ -18,6 +18,8 @@ extensions = [
     ),
     # The server's Session wire codec (server/_codec.pyx says why it is in C).
     Extension("stockgate.server._codec", ["server/_codec.pyx"], extra_compile_args=["-O2"]),
+    # The clients' Session wire codec (clients/_codec.pyx says why it is in C).
+    Extension("stockgate.clients._codec", ["clients/_codec.pyx"], extra_compile_args=["-O2"]),
 ]
 
 setup(

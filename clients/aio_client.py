@@ -93,7 +93,7 @@ class AsyncClient:
             self._reservations = reservations_pb2_grpc.ReservationsStub(self._channel)
             self._inventory = inventory_pb2_grpc.InventoryStub(self._channel)
             self._watch = watch_pb2_grpc.WatchStub(self._channel)
-            self._session = AsyncSession(self._reservations, self.transport.metadata)
+            self._session = AsyncSession(self._channel, self.transport.metadata)
         return self._session
 
     async def close(self) -> None:

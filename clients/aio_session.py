@@ -17,8 +17,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from stockgate.v1 import reservations_pb2, reservations_pb2_grpc
-
+from . import wire
 from .backoff import Backoff
 from .errors import ClientClosed, StockgateError
 from .results import Result
@@ -35,9 +34,10 @@ class AsyncSession:
 
     Belongs to the event loop of its first call, like every grpc.aio object."""
 
-    def __init__(self, stub: reservations_pb2_grpc.ReservationsStub,
+    def __init__(self, channel: grpc.aio.Channel,
                  metadata: tuple[tuple[str, str], ...]) -> None:
-        self._stub = stub
+        # Session spoken in bytes: the Outbox writes and reads them (clients/_codec.pyx).
+        self._open_stream = channel.stream_stream(wire.SESSION_METHOD)
         self._metadata = metadata
         self._outbox = Outbox()
         self._wake = asyncio.Event()
@@ -54,7 +54,7 @@ class AsyncSession:
     def messages_sent(self) -> int:
         return self._outbox.messages_sent
 
-    async def call(self, op: reservations_pb2.Operation, timeout: float) -> Result:
+    async def call(self, op: wire.Op, timeout: float) -> Result:
         """Send one operation (wire.operation) and wait for its answer, at most `timeout`
         seconds."""
         if self._closed:
@@ -123,7 +123,7 @@ class AsyncSession:
             await self._wait_for_work()
             if self._closed:
                 return
-            call = self._stub.Session(metadata=self._metadata)
+            call = self._open_stream(metadata=self._metadata)
             self._call = call
             self.streams_opened += 1
             writer = loop.create_task(self._write(call))
@@ -141,6 +141,10 @@ class AsyncSession:
                     self._outbox.answer(response, loop.time())
             except grpc.aio.AioRpcError as e:
                 error = e
+            except wire.UnreadableResponse:
+                # Drop this stream: what it carried is sent again on the next, same ids.
+                log.warning("stockgate client: the server sent an unreadable Session "
+                            "answer; reconnecting", exc_info=True)
             finally:
                 writer.cancel()
                 with contextlib.suppress(BaseException):

@@ -69,7 +69,7 @@ class Client:
         self._reservations = reservations_pb2_grpc.ReservationsStub(self._channel)
         self._inventory = inventory_pb2_grpc.InventoryStub(self._channel)
         self._watch = watch_pb2_grpc.WatchStub(self._channel)
-        self._session = ThreadSession(self._reservations, self.transport.metadata)
+        self._session = ThreadSession(self._channel, self.transport.metadata)
         self._closed = False
 
     def __repr__(self) -> str:

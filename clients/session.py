@@ -20,8 +20,6 @@ from typing import Any
 
 import grpc
 
-from stockgate.v1 import reservations_pb2
-
 from . import limits, wire
 from .backoff import Backoff
 from .errors import (
@@ -35,6 +33,9 @@ from .errors import (
 from .results import Result
 
 _UNAVAILABLE = 14  # google.rpc.Code: the server is going away or its store failed; resend
+# What framing adds to an operation's request in a SessionRequest, at most: the ops tag
+# and length, the id and timeout_ms fields, the op's tag and length.
+OPERATION_FRAME_BYTES_MAX = 1 + 5 + 1 + 10 + 1 + 10 + 1 + 5
 
 # Stream endings after which the unanswered operations are sent again on a new stream.
 # INTERNAL and UNKNOWN are among them: a server stopping while a stream is open can end it
@@ -54,13 +55,14 @@ FAIL_ALL_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED,
 class Pending:
     """One caller's operation, from the call until its answer (or its deadline)."""
 
-    __slots__ = ("op", "size", "deadline", "settle", "done", "not_before", "attempts",
-                 "unavailable")
+    __slots__ = ("id", "field", "body", "size", "deadline", "settle", "done", "not_before",
+                 "attempts", "unavailable")
 
-    def __init__(self, op: reservations_pb2.Operation, deadline: float,
+    def __init__(self, op: wire.Op, deadline: float,
                  settle: Callable[[Result | None, BaseException | None], None]) -> None:
-        self.op = op
-        self.size = op.ByteSize()
+        self.field, self.body = op  # wire.operation(): which request, and its bytes
+        self.id = 0  # the correlation id, given when queued
+        self.size = len(self.body) + OPERATION_FRAME_BYTES_MAX
         if self.size > limits.OPERATION_BYTES_MAX:
             raise InvalidArgument("request", f"is {self.size} bytes; the limit of one "
                                   f"operation is {limits.OPERATION_BYTES_MAX} bytes")
@@ -100,7 +102,7 @@ class Outbox:
         self._resend_backoff = Backoff()
 
     def add(self, p: Pending) -> None:
-        p.op.id = self._next_id
+        p.id = self._next_id
         self._next_id += 1
         self.queue.append(p)
 
@@ -119,8 +121,9 @@ class Outbox:
         return (sum(1 for p in self.queue if not p.done) + len(self.in_flight)
                 + len(self.delayed))
 
-    def take_message(self, now: float) -> reservations_pb2.SessionRequest | None:
-        """Everything ready to send, up to one message's limits; None when nothing is.
+    def take_message(self, now: float) -> bytes | None:
+        """Everything ready to send, up to one message's limits, as a SessionRequest's
+        bytes; None when nothing is.
 
         Each operation carries the time left before its caller's deadline, so the
         server drops it unstarted when the caller has stopped waiting."""
@@ -143,40 +146,38 @@ class Outbox:
                 self.settle(p, None, DeadlineExceeded("the deadline passed before the call "
                                                       "was sent; nothing was done"))
                 continue
-            p.op.timeout_ms = math.ceil(left_ms)
             p.attempts += 1
-            ops.append(p.op)
+            ops.append((p.id, math.ceil(left_ms), p.field, p.body))
             size += p.size
-            self.in_flight[p.op.id] = p
+            self.in_flight[p.id] = p
         if not ops:
             return None
         self.messages_sent += 1
         self.ops_sent += len(ops)
-        return reservations_pb2.SessionRequest(ops=ops)
+        return wire.session_request(ops)
 
-    def answer(self, response: reservations_pb2.SessionResponse, now: float) -> None:
-        """Route each answer of a SessionResponse to its caller."""
-        for r in response.results:
-            p = self.in_flight.pop(r.id, None)
+    def answer(self, response: bytes, now: float) -> None:
+        """Route each answer of a SessionResponse (its bytes) to its caller. Raises
+        wire.UnreadableResponse when the message cannot be read at all."""
+        answers, refused_ids, refused_error = wire.session_answers(response)
+        in_flight = self.in_flight
+        for op_id, res, err in answers:
+            p = in_flight.pop(op_id, None)
             if p is None or p.done:
                 continue  # its caller stopped waiting (deadline), or a stray answer
-            if r.HasField("result"):
-                try:
-                    res = wire.result(r.result)
-                except Exception as e:  # an answer we cannot read: the caller must know
-                    self.settle(p, None, StockgateError(f"unreadable answer: {e!r}"))
-                    continue
+            if res is not None:
                 self.settle(p, res, None)
-                continue
-            self.refused(p, r.error, now)
-        if response.refused_ids:
-            err = response.refused_error
-            for op_id in response.refused_ids:
-                p = self.in_flight.pop(op_id, None)
+            elif isinstance(err, StockgateError):
+                self.settle(p, None, err)
+            else:
+                self.refused(p, err, now)
+        if refused_ids:
+            for op_id in refused_ids:
+                p = in_flight.pop(op_id, None)
                 if p is not None and not p.done:
-                    self.refused(p, err, now)
+                    self.refused(p, refused_error or wire.NO_ERROR, now)
 
-    def refused(self, p: Pending, err: Any, now: float) -> None:
+    def refused(self, p: Pending, err: wire.ErrorAnswer, now: float) -> None:
         """An operation answered with an Error (its own, or one shared by refused_ids)."""
         if err.code == _UNAVAILABLE:
             # The server cannot do it now (shutting down, store failure): send the
@@ -197,7 +198,7 @@ class Outbox:
         """The stream broke: what was sent and not answered goes first on the next one."""
         if not self.in_flight:
             return
-        resend = sorted(self.in_flight.values(), key=lambda p: p.op.id)
+        resend = sorted(self.in_flight.values(), key=lambda p: p.id)
         self.in_flight.clear()
         self.queue.extendleft(reversed(resend))
 
@@ -227,7 +228,7 @@ class Outbox:
     def forget(self, p: Pending) -> None:
         """Its caller stopped waiting: never send it, ignore its answer."""
         p.done = True
-        self.in_flight.pop(p.op.id, None)
+        self.in_flight.pop(p.id, None)
 
     @staticmethod
     def settle(p: Pending, result: Result | None, error: BaseException | None) -> None:

@@ -20,8 +20,7 @@ from typing import Any
 
 import grpc
 
-from stockgate.v1 import reservations_pb2, reservations_pb2_grpc
-
+from . import wire
 from .backoff import Backoff
 from .errors import ClientClosed, StockgateError
 from .results import Result
@@ -33,9 +32,9 @@ log = logging.getLogger("stockgate.clients")
 class ThreadSession:
     """Coalesces the reservation calls of one Client, from any number of threads."""
 
-    def __init__(self, stub: reservations_pb2_grpc.ReservationsStub,
-                 metadata: tuple[tuple[str, str], ...]) -> None:
-        self._stub = stub
+    def __init__(self, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
+        # Session spoken in bytes: the Outbox writes and reads them (clients/_codec.pyx).
+        self._open_stream = channel.stream_stream(wire.SESSION_METHOD)
         self._metadata = metadata
         self._outbox = Outbox()
         self._cond = threading.Condition(threading.Lock())
@@ -51,7 +50,7 @@ class ThreadSession:
     def messages_sent(self) -> int:
         return self._outbox.messages_sent
 
-    def call(self, op: reservations_pb2.Operation, timeout: float) -> Result:
+    def call(self, op: wire.Op, timeout: float) -> Result:
         """Send one operation (wire.operation) and wait for its answer, at most `timeout`
         seconds."""
         fut: concurrent.futures.Future[Result] = concurrent.futures.Future()
@@ -81,7 +80,7 @@ class ThreadSession:
                     raise p.deadline_error(self.last_error) from None
             return fut.result(timeout=0)  # answered just as the deadline passed
 
-    def _requests(self, generation: int) -> Iterator[reservations_pb2.SessionRequest]:
+    def _requests(self, generation: int) -> Iterator[bytes]:
         """What gRPC sends on the stream of `generation`: everything queued, as it comes."""
         while True:
             with self._cond:
@@ -118,7 +117,7 @@ class ThreadSession:
                 if not self._wait_for_work():
                     return
                 generation = self._generation
-                call = self._stub.Session(self._requests(generation), metadata=self._metadata)
+                call = self._open_stream(self._requests(generation), metadata=self._metadata)
                 self._call = call
                 self.streams_opened += 1
             error: grpc.RpcError | None = None
@@ -133,6 +132,11 @@ class ThreadSession:
                         self._outbox.answer(response, time.monotonic())
             except grpc.RpcError as e:
                 error = e
+            except wire.UnreadableResponse:
+                # Drop this stream: what it carried is sent again on the next, same ids.
+                log.warning("stockgate client: the server sent an unreadable Session "
+                            "answer; reconnecting", exc_info=True)
+                call.cancel()
             with self._cond:
                 self._generation += 1  # the old generator stops
                 self._call = None

@@ -5,11 +5,12 @@ module's callers (the two clients)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from stockgate.v1 import inventory_pb2, reservations_pb2, types_pb2, watch_pb2
 
-from .errors import InvalidArgument
+from . import _codec
+from .errors import InvalidArgument, StockgateError
 from .outcomes import Outcome, State
 from .records import BucketStock, Campaign, Channel, CheckReport, JournalEvent, JournalPage
 from .results import Allocation, LineResult, Reservation, Result
@@ -27,6 +28,12 @@ def _str(field: str, value: object) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidArgument(field, f"must be a string, got {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidArgument(field, "is not UTF-8 text: it holds a lone surrogate "
+                                  "code point") from None
     return value
 
 
@@ -67,7 +74,7 @@ def fill_reserve(m: reservations_pb2.ReserveRequest, reservation_id: str, channe
                  lines_: Lines, *, customer: str | None, campaign: str | None, ttl_ms: int,
                  partial: bool, prefer_locations: Iterable[str] | None,
                  ) -> reservations_pb2.ReserveRequest:
-    """Fill a ReserveRequest in place (the Session's operation holds one of its own)."""
+    """Fill a ReserveRequest in place, checking each value (the field at fault named)."""
     m.reservation_id = _str("reservation_id", reservation_id)
     m.channel = _str("channel", channel)
     if isinstance(lines_, list) and all(type(x) is tuple and len(x) == 2 for x in lines_):
@@ -98,19 +105,36 @@ def reserve_request(reservation_id: str, channel: str, lines_: Lines, *, custome
                         prefer_locations=prefer_locations)
 
 
-def operation(kind: str, request: Any) -> reservations_pb2.Operation:
-    """A Session operation around one request; its id and timeout are set when sent."""
-    op = reservations_pb2.Operation()
-    getattr(op, kind).CopyFrom(request)
-    return op
+# A Session operation as the Outbox keeps it: the number of its `op` field in Operation
+# (which kind of request) and the request's bytes; its id and timeout are added when sent.
+Op = tuple[int, bytes]
+SESSION_METHOD = "/stockgate.v1.Reservations/Session"  # spoken in bytes: clients/_codec.pyx
+_OP_FIELDS = {f.name: f.number for f in reservations_pb2.Operation.DESCRIPTOR.oneofs_by_name[
+    "op"].fields}
 
 
-def reserve_operation(reservation_id: str, channel: str, lines_: Lines, **kwargs: Any,
-                      ) -> reservations_pb2.Operation:
-    """A Session reserve operation built in place (no copy of the request)."""
-    op = reservations_pb2.Operation()
-    fill_reserve(op.reserve, reservation_id, channel, lines_, **kwargs)
-    return op
+def operation(kind: str, request: Any) -> Op:
+    """A Session operation around one request message."""
+    return _OP_FIELDS[kind], request.SerializeToString()
+
+
+def reserve_operation(reservation_id: str, channel: str, lines_: Lines, *,
+                      customer: str | None, campaign: str | None, ttl_ms: int,
+                      partial: bool, prefer_locations: Iterable[str] | None) -> Op:
+    """A Session reserve operation: written in C when its values are in the common shape,
+    else through protobuf (which names the field at fault)."""
+    body = _codec.reserve_body(reservation_id, channel, lines_, customer, campaign, ttl_ms,
+                               partial, prefer_locations)
+    if body is None:
+        body = reserve_request(reservation_id, channel, lines_, customer=customer,
+                               campaign=campaign, ttl_ms=ttl_ms, partial=partial,
+                               prefer_locations=prefer_locations).SerializeToString()
+    return _OP_FIELDS["reserve"], body
+
+
+def session_request(ops: list[tuple[int, int, int, bytes]]) -> bytes:
+    """A SessionRequest's bytes from [(id, timeout_ms, op field, request bytes)]."""
+    return _codec.session_request(ops)
 
 
 def commit_request(reservation_id: str, lines_: Lines | None) -> reservations_pb2.CommitRequest:
@@ -205,6 +229,54 @@ def result(pb: types_pb2.Result) -> Result:
         _outcome(pb.outcome),
         reservation(pb.reservation) if pb.HasField("reservation") else None,
         pb.replayed, tuple([line_result(li) for li in lines]) if lines else ()))
+
+
+class ErrorAnswer(NamedTuple):
+    """An operation's Error answer (types.proto Error), as the Outbox reads it."""
+
+    code: int  # a google.rpc.Code
+    message: str
+    field: str
+    retry_after_ms: int
+
+
+NO_ERROR = ErrorAnswer(0, "", "", 0)  # an OperationResult with neither answer set
+_TYPES = _codec._Types(Result, Reservation, LineResult, Allocation, ErrorAnswer, _OUTCOMES,
+                       tuple(_STATES.get(i) for i in range(max(_STATES) + 1)))
+# One Session answer: (op id, Result, None), (op id, None, ErrorAnswer), or, for a result
+# this client cannot read, (op id, None, StockgateError) for its caller.
+Answer = tuple[int, Result | None, ErrorAnswer | StockgateError | None]
+
+
+class UnreadableResponse(Exception):
+    """A SessionResponse that is not protobuf at all: no answer in it can be routed."""
+
+
+def session_answers(raw: bytes) -> tuple[list[Answer], list[int], ErrorAnswer | None]:
+    """A SessionResponse's answers, refused ids and their shared error: read in C, or
+    through protobuf when anything in it is out of the common shape."""
+    got = _codec.read_session_response(raw, _TYPES)
+    if got is not None:
+        return got
+    try:
+        pb = reservations_pb2.SessionResponse.FromString(raw)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError, or worse
+        raise UnreadableResponse(f"unreadable Session answer: {e!r}") from None
+    answers: list[Answer] = []
+    for r in pb.results:
+        if r.HasField("result"):
+            try:
+                answers.append((r.id, result(r.result), None))
+            except Exception as e:  # noqa: BLE001 - an answer we cannot read: say so
+                answers.append((r.id, None, StockgateError(f"unreadable answer: {e!r}")))
+        else:
+            answers.append((r.id, None, error_answer(r.error)))
+    refused = error_answer(pb.refused_error) if pb.HasField("refused_error") else None
+    return answers, list(pb.refused_ids), refused
+
+
+def error_answer(pb: types_pb2.Error) -> ErrorAnswer:
+    return ErrorAnswer(pb.code, pb.message, pb.field, pb.retry_after_ms)
 
 
 def bucket_stock(pb: inventory_pb2.BucketStock) -> BucketStock:

@@ -326,19 +326,20 @@ def test_bad_operations_in_a_message_shed_whole_get_their_own_answers(server_con
 def test_a_client_resends_refused_ids_answered_unavailable():
     # SessionResponse.refused_ids answer exactly as an OperationResult with that error
     # would: UNAVAILABLE means send the same operation again, within the deadline.
+    from stockgate.clients import wire
     from stockgate.clients.session import Outbox, Pending
 
     settled = []
     box = Outbox()
-    p = Pending(R.Operation(reserve=reserve("r-1", "tmall", ("SKU-1", 1))), deadline=100.0,
-                settle=lambda res, err: settled.append(err))
+    p = Pending(wire.operation("reserve", reserve("r-1", "tmall", ("SKU-1", 1))),
+                deadline=100.0, settle=lambda res, err: settled.append(err))
     box.add(p)
-    sent = box.take_message(now=0.0)
+    sent = R.SessionRequest.FromString(box.take_message(now=0.0))
     resp = R.SessionResponse(refused_ids=[sent.ops[0].id], refused_error=T.Error(
         code=grpc.StatusCode.UNAVAILABLE.value[0], message="the store is full"))
-    box.answer(resp, now=0.0)
+    box.answer(resp.SerializeToString(), now=0.0)
     assert settled == [] and box.delayed == [p]  # to be resent, not failed
-    resent = box.take_message(now=box.next_ready_s(0.0) + 0.001)
+    resent = R.SessionRequest.FromString(box.take_message(now=box.next_ready_s(0.0) + 0.001))
     assert [op.reserve.reservation_id for op in resent.ops] == ["r-1"]
 
 
