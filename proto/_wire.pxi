@@ -4,7 +4,7 @@
 #   from cpython.bytes cimport ...; from cpython.mem cimport PyMem_Free, PyMem_Malloc,
 #   PyMem_Realloc; from cpython.unicode cimport PyUnicode_AsUTF8AndSize,
 #   PyUnicode_DecodeUTF8; from libc.stdint cimport int64_t, uint64_t;
-#   from libc.string cimport memcpy, memmove
+#   from libc.string cimport memcpy, memmove; cimport cython
 
 DEF BUF_BYTES_MIN = 4096
 
@@ -78,6 +78,7 @@ cdef inline int _field_once(uint64_t tag, int *seen, int field_max) noexcept:
 
 # ------------------------------------------------------------------------- writing
 
+@cython.final  # methods called directly, not through a vtable: they run per field
 cdef class _Buf:
     cdef unsigned char *data
     cdef Py_ssize_t size, cap
@@ -91,11 +92,14 @@ cdef class _Buf:
     def __dealloc__(self):
         PyMem_Free(self.data)
 
-    cdef int room(self, Py_ssize_t n) except -1:
+    cdef inline int room(self, Py_ssize_t n) except -1:
+        if self.size + n <= self.cap:
+            return 0
+        return self.grow(n)
+
+    cdef int grow(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t cap = self.cap
         cdef unsigned char *d
-        if self.size + n <= cap:
-            return 0
         while cap < self.size + n:
             cap *= 2
         d = <unsigned char *>PyMem_Realloc(self.data, cap)
@@ -114,7 +118,7 @@ cdef class _Buf:
         self.size += 1
         return 0
 
-    cdef int raw(self, const unsigned char *p, Py_ssize_t n) except -1:
+    cdef inline int raw(self, const unsigned char *p, Py_ssize_t n) except -1:
         self.room(n)
         memcpy(self.data + self.size, p, n)
         self.size += n
@@ -127,7 +131,7 @@ cdef class _Buf:
             self.varint(<uint64_t>v)
         return 0
 
-    cdef int text_field(self, int field, object s) except -1:
+    cdef inline int text_field(self, int field, object s) except -1:
         cdef Py_ssize_t n
         cdef const char *p
         if s is None:
@@ -147,14 +151,14 @@ cdef class _Buf:
         self.varint(<uint64_t>n)
         return self.raw(<const unsigned char *>p, n)
 
-    cdef Py_ssize_t open(self, int field) except -1:
+    cdef inline Py_ssize_t open(self, int field) except -1:
         # a length-delimited field whose length is not known yet: 5 bytes kept for it
         self.varint(<uint64_t>(field << 3 | WT_LEN))
         self.room(5)
         self.size += 5
         return self.size
 
-    cdef int close(self, Py_ssize_t start) except -1:
+    cdef inline int close(self, Py_ssize_t start) except -1:
         # The length, in as few bytes as protobuf writes it: the body moves back over
         # the unused part of the 5 bytes open() kept.
         cdef Py_ssize_t n = self.size - start, k = 0

@@ -14,6 +14,7 @@ as before. What encode_session_response() writes, protobuf parses to the message
 server/session.py's protobuf path builds (a test holds the two to one another).
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
@@ -163,14 +164,25 @@ def decode_session(bytes raw, object request_t, object ttl_default, Py_ssize_t o
 
 # ------------------------------------------------------------------------- writing
 
-cdef int _line_result(_Buf b, int field, object ln) except -1:
+cdef inline tuple _tup(object x):
+    # The engine's records are NamedTuples: read as tuples. Indexing a tuple subclass
+    # through the object protocol goes by its __getitem__ (a Python-level call, about
+    # 200 instructions each); its items are where a tuple's are.
+    if not isinstance(x, tuple):
+        raise TypeError(f"expected a tuple, got {type(x).__name__}")
+    return <tuple>x
+
+
+cdef int _line_result(_Buf b, int field, object line) except -1:
     # LineResult: sku 1, qty 2, granted 3, outcome 4, allocations 5 (location 1, pool 2, qty 3)
+    cdef tuple ln = _tup(line), a
     cdef Py_ssize_t s = b.open(field), s2
     b.text_field(1, ln[0])
     b.int_field(2, ln[1])
     b.int_field(3, ln[2])
     b.int_field(4, ln[3])
-    for a in ln[4]:
+    for x in _tup(ln[4]):
+        a = _tup(x)
         s2 = b.open(5)
         b.text_field(1, a[0])
         b.text_field(2, a[1])
@@ -179,19 +191,20 @@ cdef int _line_result(_Buf b, int field, object ln) except -1:
     return b.close(s)
 
 
-cdef int _result(_Buf b, object r) except -1:
+cdef int _result(_Buf b, object result) except -1:
     # Result: outcome 1, reservation 2, replayed 3, lines 4 (only without a reservation)
+    cdef tuple r = _tup(result), res, c
     cdef Py_ssize_t s
     b.int_field(1, r[0])
-    res = r[1]
-    if res is not None:
+    if r[1] is not None:
         # Reservation: reservation_id 1, channel 2, state 3, lines 4, customer 5,
         # campaign 6, created_ms 7, expires_ms 8, resolved_ms 9, committed 10
+        res = _tup(r[1])
         s = b.open(2)
         b.text_field(1, res[0])
         b.text_field(2, res[1])
         b.int_field(3, res[2])
-        for ln in res[3]:
+        for ln in _tup(res[3]):
             _line_result(b, 4, ln)
         b.text_field(5, res[4])
         b.text_field(6, res[5])
@@ -199,7 +212,8 @@ cdef int _result(_Buf b, object r) except -1:
         b.int_field(8, res[7])
         if res[8] is not None:
             b.int_field(9, res[8])
-        for c in res[9]:
+        for x in _tup(res[9]):
+            c = _tup(x)
             s2 = b.open(10)
             b.text_field(1, c[0])
             b.int_field(2, c[1])
@@ -207,11 +221,10 @@ cdef int _result(_Buf b, object r) except -1:
         b.close(s)
     if r[2]:
         b.int_field(3, 1)
-    if res is None:
-        for ln in r[3]:
+    if r[1] is None:
+        for ln in _tup(r[3]):
             _line_result(b, 4, ln)
     return 0
-
 
 
 def encode_session_response(list chunk, object result_t, object is_shed,
