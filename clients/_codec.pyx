@@ -21,6 +21,7 @@ another).
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint64_t
@@ -33,7 +34,15 @@ DEF OPERATION_ID = 1
 DEF OPERATION_TIMEOUT_MS = 2
 DEF SESSION_OPS = 1
 
-_new = tuple.__new__
+cdef extern from "Python.h":
+    PyTypeObject PyTuple_Type
+
+
+cdef inline object _new(object cls, tuple items):
+    # tuple.__new__(cls, items) for the records (NamedTuples), straight to the type's
+    # constructor: the Python-level call cost as much as reading the answer.
+    cdef tuple args = (items,)
+    return PyTuple_Type.tp_new(cls, <PyObject *>args, NULL)
 
 
 # ------------------------------------------------------------------------- writing
