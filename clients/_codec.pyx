@@ -106,6 +106,8 @@ def session_request(list ops):
     cdef bytes body
     for item in ops:
         body = item[3]
+        if body is None:
+            raise TypeError("an operation's request bytes are None")
         s = b.open(SESSION_OPS)
         b.int_field(OPERATION_ID, <int64_t><uint64_t>item[0])
         b.int_field(OPERATION_TIMEOUT_MS, <int64_t>item[1])
@@ -352,7 +354,7 @@ cdef object _error(Cur *c, _Types t):
     return _new(t.error_t, (code, message, field, retry))
 
 
-def read_session_response(bytes raw, _Types types):
+def read_session_response(bytes raw not None, _Types types not None):
     """A SessionResponse as ([(op id, Result or None, error or None)], refused ids,
     refused error or None), each error an error_t(code, message, field, retry_after_ms);
     None when anything in it is not in the common shape (parse it with protobuf)."""

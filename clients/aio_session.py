@@ -128,23 +128,25 @@ class AsyncSession:
             self.streams_opened += 1
             writer = loop.create_task(self._write(call))
             error: grpc.aio.AioRpcError | None = None
-            answered = False
+            answered = unreadable = False
             try:
                 while True:
                     response = await call.read()
                     if response is grpc.aio.EOF:
                         break
-                    if not answered:
+                    self._outbox.answer(response, loop.time())
+                    if not answered:  # a stream that answers: reconnect at once next time
                         answered = True
                         self._backoff.reset()
                         self.last_error = None
-                    self._outbox.answer(response, loop.time())
             except grpc.aio.AioRpcError as e:
                 error = e
             except wire.UnreadableResponse:
-                # Drop this stream: what it carried is sent again on the next, same ids.
+                # Drop this stream: what it carried is sent again on the next, same ids,
+                # after the backoff (a server that only sends garbage is not hammered).
                 log.warning("stockgate client: the server sent an unreadable Session "
                             "answer; reconnecting", exc_info=True)
+                unreadable = True
             finally:
                 writer.cancel()
                 with contextlib.suppress(BaseException):
@@ -153,13 +155,13 @@ class AsyncSession:
                 self._call = None
             if self._closed:
                 return
-            self._after_stream(error)
+            self._after_stream(error, unreadable)
             if self._outbox.pending():
                 await asyncio.sleep(self._backoff.next_delay_s())
 
-    def _after_stream(self, error: grpc.aio.AioRpcError | None) -> None:
+    def _after_stream(self, error: grpc.aio.AioRpcError | None, unreadable: bool) -> None:
         """The stream ended: resend, or tell the callers why not."""
-        self.last_error = self._outbox.stream_ended(error)
+        self.last_error = self._outbox.stream_ended(error, unreadable)
         if not self._outbox.pending():
             self._backoff.reset()  # idle: the next call reconnects at once
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 TIMEOUT_S_DEFAULT = 5.0  # every call has a deadline; this one unless the caller sets another
 CHECK_TIMEOUT_S_MIN = 120.0  # the consistency check reads the whole book
 IMPORT_TIMEOUT_S_MIN = 600.0  # a bulk import of millions of rows
+TIMEOUT_S_MAX = 7 * 24 * 3_600.0  # a week, the longest hold: its ms fit the wire's int64
 
 # Messages. The server refuses more than BATCH_OPS_MAX operations in one message, and
 # gRPC refuses a message over its size limit (4 MiB by default) by killing the call, so

@@ -33,9 +33,6 @@ from .errors import (
 from .results import Result
 
 _UNAVAILABLE = 14  # google.rpc.Code: the server is going away or its store failed; resend
-# What framing adds to an operation's request in a SessionRequest, at most: the ops tag
-# and length, the id and timeout_ms fields, the op's tag and length.
-OPERATION_FRAME_BYTES_MAX = 1 + 5 + 1 + 10 + 1 + 10 + 1 + 5
 
 # Stream endings after which the unanswered operations are sent again on a new stream.
 # INTERNAL and UNKNOWN are among them: a server stopping while a stream is open can end it
@@ -62,7 +59,7 @@ class Pending:
                  settle: Callable[[Result | None, BaseException | None], None]) -> None:
         self.field, self.body = op  # wire.operation(): which request, and its bytes
         self.id = 0  # the correlation id, given when queued
-        self.size = len(self.body) + OPERATION_FRAME_BYTES_MAX
+        self.size = wire.operation_bytes(op)
         if self.size > limits.OPERATION_BYTES_MAX:
             raise InvalidArgument("request", f"is {self.size} bytes; the limit of one "
                                   f"operation is {limits.OPERATION_BYTES_MAX} bytes")
@@ -132,7 +129,7 @@ class Outbox:
             if ready:
                 self.delayed = [p for p in self.delayed if p.not_before > now]
                 self.queue.extendleft(reversed(ready))
-        ops = []
+        ops, taken = [], []
         size = 0
         while self.queue and len(ops) < limits.SESSION_OPS_PER_MESSAGE_MAX:
             p = self.queue[0]
@@ -146,15 +143,23 @@ class Outbox:
                 self.settle(p, None, DeadlineExceeded("the deadline passed before the call "
                                                       "was sent; nothing was done"))
                 continue
-            p.attempts += 1
             ops.append((p.id, math.ceil(left_ms), p.field, p.body))
+            taken.append(p)
             size += p.size
-            self.in_flight[p.id] = p
         if not ops:
             return None
+        try:
+            message = wire.session_request(ops)
+        except BaseException:  # a bug: nothing is in flight that was not sent
+            self.queue.extendleft(reversed(taken))
+            raise
+        in_flight = self.in_flight
+        for p in taken:
+            p.attempts += 1
+            in_flight[p.id] = p
         self.messages_sent += 1
         self.ops_sent += len(ops)
-        return wire.session_request(ops)
+        return message
 
     def answer(self, response: bytes, now: float) -> None:
         """Route each answer of a SessionResponse (its bytes) to its caller. Raises
@@ -202,14 +207,18 @@ class Outbox:
         self.in_flight.clear()
         self.queue.extendleft(reversed(resend))
 
-    def stream_ended(self, error: Any) -> Unavailable | None:
-        """The stream ended (`error`: the gRPC error, None for a clean end). Either what
-        it carried is queued again and the Unavailable to report while reconnecting is
-        returned, or the callers are told why not and None is returned."""
+    def stream_ended(self, error: Any, unreadable: bool = False) -> Unavailable | None:
+        """The stream ended (`error`: the gRPC error, None for a clean end, or a stream
+        dropped for an `unreadable` answer). Either what it carried is queued again and
+        the Unavailable to report while reconnecting is returned, or the callers are told
+        why not and None is returned."""
         code = error.code() if error is not None else None
         if error is None or code in RESEND_CODES:
             self.requeue_in_flight()
-            detail = error.details() if error is not None else "the server ended the stream"
+            if unreadable:
+                detail = "the server sent an answer that could not be read"
+            else:
+                detail = error.details() if error is not None else "the server ended the stream"
             return Unavailable(f"the Session stream broke: {detail}")
         self.fail_all(error_from_rpc(error), in_flight_only=code not in FAIL_ALL_CODES)
         return None

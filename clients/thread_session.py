@@ -121,21 +121,23 @@ class ThreadSession:
                 self._call = call
                 self.streams_opened += 1
             error: grpc.RpcError | None = None
-            answered = False
+            answered = unreadable = False
             try:
                 for response in call:
                     with self._cond:
-                        if not answered:
+                        self._outbox.answer(response, time.monotonic())
+                        if not answered:  # a stream that answers: reconnect at once next time
                             answered = True
                             self._backoff.reset()
                             self.last_error = None
-                        self._outbox.answer(response, time.monotonic())
             except grpc.RpcError as e:
                 error = e
             except wire.UnreadableResponse:
-                # Drop this stream: what it carried is sent again on the next, same ids.
+                # Drop this stream: what it carried is sent again on the next, same ids,
+                # after the backoff (a server that only sends garbage is not hammered).
                 log.warning("stockgate client: the server sent an unreadable Session "
                             "answer; reconnecting", exc_info=True)
+                unreadable = True
                 call.cancel()
             with self._cond:
                 self._generation += 1  # the old generator stops
@@ -143,15 +145,15 @@ class ThreadSession:
                 self._cond.notify_all()
                 if self._closed:
                     return
-                self._after_stream(error)
+                self._after_stream(error, unreadable)
                 if self._outbox.pending():
                     # New calls notify too: only close() cuts the backoff short.
                     until = time.monotonic() + self._backoff.next_delay_s()
                     while not self._closed and (left := until - time.monotonic()) > 0:
                         self._cond.wait(left)
 
-    def _after_stream(self, error: grpc.RpcError | None) -> None:
-        self.last_error = self._outbox.stream_ended(error)
+    def _after_stream(self, error: grpc.RpcError | None, unreadable: bool) -> None:
+        self.last_error = self._outbox.stream_ended(error, unreadable)
         if not self._outbox.pending():
             self._backoff.reset()
 

@@ -132,6 +132,13 @@ def reserve_operation(reservation_id: str, channel: str, lines_: Lines, *,
     return _OP_FIELDS["reserve"], body
 
 
+def operation_bytes(op: Op) -> int:
+    """An operation's size as protobuf counts it before its id and timeout are set: the
+    request, its length and the op field's tag."""
+    n = len(op[1])
+    return 1 + n + (n.bit_length() + 6) // 7 if n else 2
+
+
 def session_request(ops: list[tuple[int, int, int, bytes]]) -> bytes:
     """A SessionRequest's bytes from [(id, timeout_ms, op field, request bytes)]."""
     return _codec.session_request(ops)

@@ -335,7 +335,9 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
             self._sessions.discard(session)
 
     def shutdown(self) -> None:
-        """Stop reading every Session; each answers what it started and ends."""
+        """Stop reading every Session (each answers what it started and ends); unary
+        calls waiting out a group window go now."""
+        self._turns.flush()
         for s in self._sessions:
             s.stop()
 

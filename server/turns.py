@@ -61,6 +61,12 @@ class Turns:
         else:
             self._go()
 
+    def flush(self) -> None:
+        """Shutting down: a group waiting out its window goes now, while its grace lasts."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._go()
+
     def _go(self) -> None:
         self._timer = None
         nxt, self._next = self._next, None

@@ -212,3 +212,79 @@ def test_garbage_is_an_unreadable_response_and_routes_nothing():
     with pytest.raises(wire.UnreadableResponse):
         box.answer(b"\xff\xff\xff", 0.0)
     assert settled == [] and box.in_flight == {p.id: p}
+
+
+def test_an_operation_counts_its_size_as_protobuf_does():
+    for rid in ("", "r", "r" * 200, "r" * 20_000):
+        request = R.ReleaseRequest(reservation_id=rid)
+        p = Pending(wire.operation("release", request), 100.0, lambda res, err: None)
+        assert p.size == R.Operation(release=request).ByteSize()
+
+
+def test_a_message_that_cannot_be_written_leaves_nothing_in_flight(monkeypatch):
+    box = Outbox()
+    p = Pending(wire.operation("release", R.ReleaseRequest(reservation_id="r")), 100.0,
+                lambda res, err: None)
+    box.add(p)
+
+    def broken(ops):
+        raise OverflowError("a bug")
+    monkeypatch.setattr(wire, "session_request", broken)
+    with pytest.raises(OverflowError):
+        box.take_message(0.0)
+    assert box.in_flight == {} and list(box.queue) == [p] and p.attempts == 0
+
+
+# --------------------------------------------------------------------------- a bad server
+
+GARBAGE = b"\x0a\x05\x08"  # an OperationResult cut short: protobuf cannot read it
+GARBAGE_RUN_S = 1.5  # long enough for several reconnects, with the backoff or without
+STREAMS_WITH_BACKOFF_MAX = 10  # 50, 100, 200, 400, 800 ms...: without it, one per 50 ms
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+def test_a_server_sending_garbage_is_reconnected_to_with_backoff(flavour):
+    import asyncio
+    import logging
+
+    import grpc
+    import grpc.aio
+
+    from stockgate.clients import AsyncClient, Client, DeadlineExceeded, Unavailable
+
+    async def session(request_iterator, context):
+        async for _ in request_iterator:
+            yield GARBAGE
+
+    async def scenario():
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "stockgate.v1.Reservations",
+            {"Session": grpc.stream_stream_rpc_method_handler(session)}),))
+        address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+        try:
+            if flavour == "async":
+                c = AsyncClient(address)
+                with pytest.raises((Unavailable, DeadlineExceeded)) as e:
+                    await c.reserve("r-1", "web", [("A", 1)], timeout=GARBAGE_RUN_S)
+                opened = c._session.streams_opened
+                await c.close()
+            else:
+                c = Client(address)
+                with pytest.raises((Unavailable, DeadlineExceeded)) as e:
+                    await asyncio.to_thread(c.reserve, "r-1", "web", [("A", 1)],
+                                            timeout=GARBAGE_RUN_S)
+                opened = c._session.streams_opened
+                c.close()
+        finally:
+            await server.stop(0)
+        return opened, e.value
+
+    logging.disable(logging.WARNING)
+    try:
+        opened, error = asyncio.run(scenario())
+    finally:
+        logging.disable(logging.NOTSET)
+    assert 2 <= opened <= STREAMS_WITH_BACKOFF_MAX, (opened, error)
+    assert "could not be read" in error.message, error

@@ -120,8 +120,13 @@ def test_a_tiny_deadline_then_a_retry_with_the_same_id_answers_consistently(stoc
                 await c.check(timeout=1e-9)
             with pytest.raises(ValueError, match="timeout"):
                 await c.stock("SKU-1", timeout=0)
+            for huge in (float("inf"), float("nan"), 10**16):
+                with pytest.raises(ValueError, match="at most 604,800"):
+                    await c.reserve("d-2", "tmall", [("SKU-1", 1)], timeout=huge)
+            # A refused timeout changed nothing: the client's other calls go on.
+            assert (await c.reserve("d-2", "tmall", [("SKU-1", 1)])).ok
     run(scenario())
-    assert sum(b.held for b in stocked.engine.stock("SKU-1")) == 7  # held once
+    assert sum(b.held for b in stocked.engine.stock("SKU-1")) == 7 + 1  # each held once
 
 
 def test_overload_is_an_exception_with_a_retry_hint_never_an_outcome(tmp_path, kind):

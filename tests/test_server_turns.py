@@ -100,3 +100,21 @@ async def _test_one_cancelled_waiter_does_not_hold_back_or_cancel_the_others(wai
     turns.leave()
     await b
     assert a.cancelled() and turns.running == 1
+
+
+def test_a_group_waiting_out_its_window_goes_at_once_on_shutdown():
+    run(_test_a_group_waiting_out_its_window_goes_at_once_on_shutdown())
+
+
+async def _test_a_group_waiting_out_its_window_goes_at_once_on_shutdown():
+    turns = Turns(60.0)  # a window no test waits out
+    await turns.enter()
+    await asyncio.sleep(0)
+    waiter = asyncio.ensure_future(turns.enter())
+    await asyncio.sleep(0)
+    turns.leave()  # the group in flight is done: the waiter now waits for its window
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    turns.flush()
+    await waiter
+    assert turns.running == 1
