@@ -38,11 +38,11 @@ STREAMS_PER_CONNECTION_MAX = 100_000
 WATCH_STREAMS_DEFAULT = 1_000  # Watch subscribers at once, server-wide
 WATCH_STREAMS_MAX = 100_000
 WATCH_COALESCE_MS_DEFAULT = 10
+WATCH_COALESCE_MS_MAX = 1_000
 # A few fsyncs' time on a virtual disk (1-2 ms each here): long enough that unary groups
 # grow past what arrives during one commit.
 UNARY_GROUP_WAIT_MS_DEFAULT = 4
 UNARY_GROUP_WAIT_MS_MAX = 1_000
-WATCH_COALESCE_MS_MAX = 1_000
 SHUTDOWN_GRACE_MS_DEFAULT = 10_000
 SHUTDOWN_GRACE_MS_MAX = 600_000
 PORT_MAX = 65_535
