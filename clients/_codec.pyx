@@ -126,7 +126,13 @@ cdef class _Types:
     cdef tuple outcomes, states
 
     def __init__(self, result_t, reservation_t, line_t, allocation_t, error_t,
-                 tuple outcomes, tuple states):
+                 tuple outcomes not None, tuple states not None):
+        # _new() calls tuple's constructor directly: each must be a tuple type.
+        for cls in (result_t, reservation_t, line_t, allocation_t, error_t):
+            if not (isinstance(cls, type) and issubclass(cls, tuple)):
+                raise TypeError(f"{cls!r} is not a tuple type (a NamedTuple)")
+        if not outcomes or not states:  # [0] of each is read unchecked, as the default
+            raise ValueError("outcomes and states must not be empty")
         self.result_t, self.reservation_t = result_t, reservation_t
         self.line_t, self.allocation_t, self.error_t = line_t, allocation_t, error_t
         self.outcomes, self.states = outcomes, states

@@ -17,6 +17,7 @@ server/session.py's protobuf path builds (a test holds the two to one another).
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy, memmove
@@ -164,25 +165,28 @@ def decode_session(bytes raw, object request_t, object ttl_default, Py_ssize_t o
 
 # ------------------------------------------------------------------------- writing
 
-cdef inline tuple _tup(object x):
-    # The engine's records are NamedTuples: read as tuples. Indexing a tuple subclass
-    # through the object protocol goes by its __getitem__ (a Python-level call, about
-    # 200 instructions each); its items are where a tuple's are.
+cdef inline tuple _tup(object x, Py_ssize_t n):
+    # The engine's records are NamedTuples: read as tuples of at least n items (indexing
+    # below is unchecked). Indexing a tuple subclass through the object protocol goes by
+    # its __getitem__ (a Python-level call, about 200 instructions each); its items are
+    # where a tuple's are.
     if not isinstance(x, tuple):
         raise TypeError(f"expected a tuple, got {type(x).__name__}")
+    if PyTuple_GET_SIZE(x) < n:
+        raise TypeError(f"expected a record of {n} fields, got {PyTuple_GET_SIZE(x)}")
     return <tuple>x
 
 
 cdef int _line_result(_Buf b, int field, object line) except -1:
     # LineResult: sku 1, qty 2, granted 3, outcome 4, allocations 5 (location 1, pool 2, qty 3)
-    cdef tuple ln = _tup(line), a
+    cdef tuple ln = _tup(line, 5), a
     cdef Py_ssize_t s = b.open(field), s2
     b.text_field(1, ln[0])
     b.int_field(2, ln[1])
     b.int_field(3, ln[2])
     b.int_field(4, ln[3])
-    for x in _tup(ln[4]):
-        a = _tup(x)
+    for x in _tup(ln[4], 0):
+        a = _tup(x, 3)
         s2 = b.open(5)
         b.text_field(1, a[0])
         b.text_field(2, a[1])
@@ -193,18 +197,18 @@ cdef int _line_result(_Buf b, int field, object line) except -1:
 
 cdef int _result(_Buf b, object result) except -1:
     # Result: outcome 1, reservation 2, replayed 3, lines 4 (only without a reservation)
-    cdef tuple r = _tup(result), res, c
+    cdef tuple r = _tup(result, 4), res, c
     cdef Py_ssize_t s
     b.int_field(1, r[0])
     if r[1] is not None:
         # Reservation: reservation_id 1, channel 2, state 3, lines 4, customer 5,
         # campaign 6, created_ms 7, expires_ms 8, resolved_ms 9, committed 10
-        res = _tup(r[1])
+        res = _tup(r[1], 10)
         s = b.open(2)
         b.text_field(1, res[0])
         b.text_field(2, res[1])
         b.int_field(3, res[2])
-        for ln in _tup(res[3]):
+        for ln in _tup(res[3], 0):
             _line_result(b, 4, ln)
         b.text_field(5, res[4])
         b.text_field(6, res[5])
@@ -212,8 +216,8 @@ cdef int _result(_Buf b, object result) except -1:
         b.int_field(8, res[7])
         if res[8] is not None:
             b.int_field(9, res[8])
-        for x in _tup(res[9]):
-            c = _tup(x)
+        for x in _tup(res[9], 0):
+            c = _tup(x, 2)
             s2 = b.open(10)
             b.text_field(1, c[0])
             b.int_field(2, c[1])
@@ -222,7 +226,7 @@ cdef int _result(_Buf b, object result) except -1:
     if r[2]:
         b.int_field(3, 1)
     if r[1] is None:
-        for ln in _tup(r[3]):
+        for ln in _tup(r[3], 0):
             _line_result(b, 4, ln)
     return 0
 

@@ -288,3 +288,12 @@ def test_a_server_sending_garbage_is_reconnected_to_with_backoff(flavour):
         logging.disable(logging.NOTSET)
     assert 2 <= opened <= STREAMS_WITH_BACKOFF_MAX, (opened, error)
     assert "could not be read" in error.message, error
+
+
+@pytest.mark.parametrize("error_t", [None, list, object, int])
+def test_record_types_must_be_tuple_types(error_t):
+    from stockgate.clients.results import Allocation, LineResult, Reservation, Result
+
+    with pytest.raises(TypeError):
+        _codec._Types(Result, Reservation, LineResult, Allocation, error_t,
+                      wire._OUTCOMES, (None, 1))

@@ -8,6 +8,7 @@ protobuf runtime builds from the same answers, cut at the same places.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,7 +22,7 @@ from stockgate.engine import (
     State,
     limits,
 )
-from stockgate.server import session, wire
+from stockgate.server import _codec, session, wire
 from stockgate.server.status import CallError, fill_error, shed
 from stockgate.v1 import reservations_pb2 as R
 from stockgate.v1 import types_pb2 as T
@@ -128,8 +129,6 @@ def reference(chunk: list[tuple[int, object]]) -> R.SessionResponse:
 
 
 def encode(chunk, target=1 << 20):
-    from stockgate.server import _codec
-
     return _codec.encode_session_response(chunk, Result, session._is_shed,
                                           session._error_bytes, target)
 
@@ -182,3 +181,18 @@ def test_fields_protobuf_would_not_read_as_given_are_left_to_it() -> None:
     huge_field = reserve + b"\xb8\x80\x80\x80\x80\x01\x01"  # field 2**32 + 7, a varint
     for raw in (message(lines_as_varint), message(huge_field)):
         assert session.read_message(raw) is None
+
+
+def test_a_record_too_short_or_not_a_tuple_is_refused_not_read_past_its_end() -> None:
+    from typing import NamedTuple
+
+    class Short(NamedTuple):
+        sku: str
+        qty: int
+
+    ok = Result(Outcome.OK, None, False, ())
+    for bad in (Result(Outcome.OK, None, False, (Short("s", 1),)),
+                ok._replace(lines=[LineResult("s", 1, 1, Outcome.OK, ())]),
+                ok._replace(reservation=("r", "web"))):
+        with pytest.raises(TypeError):
+            encode([(1, bad)])
