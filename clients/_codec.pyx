@@ -362,7 +362,8 @@ cdef object _error(Cur *c, _Types t):
 
 def read_session_response(bytes raw not None, _Types types not None):
     """A SessionResponse as ([(op id, Result or None, error or None)], refused ids,
-    refused error or None), each error an error_t(code, message, field, retry_after_ms);
+    refused error or None), each error an error_t(code, message, field, retry_after_ms)
+    and None where no error is given (with a result, or with neither answer set);
     None when anything in it is not in the common shape (parse it with protobuf)."""
     cdef Cur c, op
     cdef uint64_t tag, op_id
@@ -397,8 +398,6 @@ def read_session_response(bytes raw not None, _Types types not None):
                     return None
                 if op.bad:
                     return None
-            if not seen & 6:  # neither answer set: an Error of zeros, as protobuf reads it
-                error = _new(types.error_t, (0, "", "", 0))
             answers.append((op_id, result, error))
         elif tag == (2 << 3 | WT_LEN):  # refused_ids, packed
             if not _sub(&c, &op):

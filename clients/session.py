@@ -175,7 +175,7 @@ class Outbox:
             elif isinstance(err, StockgateError):
                 self.settle(p, None, err)
             else:
-                self.refused(p, err, now)
+                self.refused(p, err or wire.NO_ERROR, now)
         if refused_ids:
             for op_id in refused_ids:
                 p = in_flight.pop(op_id, None)

@@ -136,7 +136,7 @@ def operation_bytes(op: Op) -> int:
     """An operation's size as protobuf counts it before its id and timeout are set: the
     request, its length and the op field's tag."""
     n = len(op[1])
-    return 1 + n + (n.bit_length() + 6) // 7 if n else 2
+    return 1 + max(1, (n.bit_length() + 6) // 7) + n  # tag, length varint, request
 
 
 def session_request(ops: list[tuple[int, int, int, bytes]]) -> bytes:
@@ -247,11 +247,12 @@ class ErrorAnswer(NamedTuple):
     retry_after_ms: int
 
 
-NO_ERROR = ErrorAnswer(0, "", "", 0)  # an OperationResult with neither answer set
+NO_ERROR = ErrorAnswer(0, "", "", 0)  # what protobuf reads for an Error not given
 _TYPES = _codec._Types(Result, Reservation, LineResult, Allocation, ErrorAnswer, _OUTCOMES,
                        tuple(_STATES.get(i) for i in range(max(_STATES) + 1)))
-# One Session answer: (op id, Result, None), (op id, None, ErrorAnswer), or, for a result
-# this client cannot read, (op id, None, StockgateError) for its caller.
+# One Session answer: (op id, Result, None), (op id, None, ErrorAnswer), (op id, None,
+# None) when neither is set, or, for a result this client cannot read, (op id, None,
+# StockgateError) for its caller.
 Answer = tuple[int, Result | None, ErrorAnswer | StockgateError | None]
 
 
@@ -277,7 +278,8 @@ def session_answers(raw: bytes) -> tuple[list[Answer], list[int], ErrorAnswer | 
             except Exception as e:  # noqa: BLE001 - an answer we cannot read: say so
                 answers.append((r.id, None, StockgateError(f"unreadable answer: {e!r}")))
         else:
-            answers.append((r.id, None, error_answer(r.error)))
+            answers.append((r.id, None,
+                            error_answer(r.error) if r.HasField("error") else None))
     refused = error_answer(pb.refused_error) if pb.HasField("refused_error") else None
     return answers, list(pb.refused_ids), refused
 

@@ -151,7 +151,8 @@ def responses(draw) -> R.SessionResponse:
 
 def protobuf_answers(m: R.SessionResponse):
     answers = [(r.id, wire.result(r.result), None) if r.HasField("result")
-               else (r.id, None, wire.error_answer(r.error)) for r in m.results]
+               else (r.id, None, wire.error_answer(r.error) if r.HasField("error") else None)
+               for r in m.results]
     refused = wire.error_answer(m.refused_error) if m.HasField("refused_error") else None
     return answers, list(m.refused_ids), refused
 
