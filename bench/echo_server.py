@@ -1,10 +1,14 @@
-"""The floor of a unary call in Python gRPC: a grpc.aio server on uvloop that answers
-stockgate's Reserve with a Result of the same shape, without any engine behind it.
+"""The floor of Python gRPC under stockgate's calls: a grpc.aio server on uvloop that
+answers them in the same shape without any engine behind it.
 
     python bench/echo_server.py --listen 127.0.0.1:0     # prints "listening on ADDR"
 
-It parses the same ReserveRequest and serializes the same Result that stockgate does, so
-the difference between the two servers' CPU per call is stockgate's own work.
+Reserve parses the same ReserveRequest and serializes the same Result that stockgate
+does. Session reads each message with stockgate's own C reader and writes its answers
+with stockgate's own C writer, one granted Result per reserve, and does nothing else:
+no bookkeeping per stream, no engine, no commit. So the difference between the two
+servers' CPU per reservation is stockgate's own work, and what they share is the floor
+no change to stockgate's Python could go below.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ import time
 
 import grpc
 
+from stockgate.engine import Allocation, LineResult, Outcome, Reservation, Result, State
+from stockgate.server import _codec
+from stockgate.server.session import read_message
+from stockgate.server.wire import answer_bytes_target
 from stockgate.v1 import reservations_pb2_grpc, types_pb2
+
+SERVICE = "stockgate.v1.Reservations"
+MESSAGE_BYTES_MAX = 4 * 1024 * 1024  # stockgate's default message_bytes_max
 
 
 class Echo(reservations_pb2_grpc.ReservationsServicer):
@@ -32,9 +43,49 @@ class Echo(reservations_pb2_grpc.ReservationsServicer):
             expires_ms=now + request.ttl_ms))
 
 
+def granted(request) -> Result:
+    """The Result stockgate gives a reserve it grants whole from one bucket."""
+    now = int(time.time() * 1000)
+    lines = tuple(LineResult(sku, qty, qty, Outcome.OK, (Allocation("WH", "online", qty),))
+                  for sku, qty in request.lines)
+    return Result(Outcome.OK, Reservation(request.reservation_id, request.channel,
+                                          State.HELD, lines, request.customer,
+                                          request.campaign, now, now + request.ttl_ms),
+                  False, lines)
+
+
+async def session(raw_messages, context) -> None:
+    """Each message's reserves answered at once, in one or more messages as stockgate
+    cuts them. A message's answers share the Result of its first reserve: building one
+    per reserve is the engine's work (stockgate does it in C), not the transport's."""
+    target = answer_bytes_target(MESSAGE_BYTES_MAX)
+    async for raw in raw_messages:
+        ops = read_message(raw)
+        if ops is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                "the echo floor answers Session messages of reserves only")
+        result = granted(ops[0][2])
+        for resp, _ in _codec.encode_session_response(
+                [(op[0], result) for op in ops], Result, _never, _no_error, target):
+            await context.write(resp)
+
+
+def _never(exc: BaseException) -> bool:
+    return False
+
+
+def _no_error(exc: BaseException) -> bytes:
+    raise AssertionError("the echo floor answers no errors")
+
+
 async def serve(listen: str) -> None:
     server = grpc.aio.server()
+    # Reserve through the generated code; Session in bytes, as stockgate serves it (the
+    # later registration of a method wins).
     reservations_pb2_grpc.add_ReservationsServicer_to_server(Echo(), server)
+    handlers = {"Session": grpc.stream_stream_rpc_method_handler(session)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
     port = server.add_insecure_port(listen)
     await server.start()
     print(f"listening on {listen.rsplit(':', 1)[0]}:{port}", flush=True)

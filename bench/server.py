@@ -4,6 +4,9 @@ Every figure comes from one run on this machine, side by side:
 
   echo        a grpc.aio server that parses a ReserveRequest and answers a Result of the
               same shape without any engine: the floor of a unary call in Python gRPC
+  echo session  the same server driven as the coalesced case drives stockgate: it reads
+              each Session message and writes its answers with stockgate's own codecs
+              and does nothing else: the floor of a coalesced reservation
   unary       stockgate's Reserve, one reservation per call, from concurrent callers
   session     stockgate's Session stream driven raw: messages of 100 reserves, 8 in
               flight (the server's best case, without the client's coalescing cost)
@@ -100,6 +103,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         results["echo_unary"] = run_case(echo, "echo", hot=False, skus=skus,
                                          duration=duration,
                                          concurrency=args.unary_concurrency)
+        log("echo floor, coalesced Session")
+        results["echo_session"] = run_case(echo, "coalesced", hot=False, skus=skus,
+                                           duration=duration, concurrency=args.concurrency)
     finally:
         echo.stop()
 
@@ -151,8 +157,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def print_table(r: dict[str, Any]) -> None:
     rows = [("case", "ops/s", "server CPU µs/op", "p50 ms", "p99 ms")]
-    for k in ("echo_unary", "unary_uniform", "session_uniform", "coalesced_uniform",
-              "coalesced_hot", "latency_at_half_peak"):
+    for k in ("echo_unary", "unary_uniform", "echo_session", "session_uniform",
+              "coalesced_uniform", "coalesced_hot", "latency_at_half_peak"):
         x = r[k]
         rows.append((k, f"{x['per_s']:,.0f}", f"{x['server_cpu_us_per_op']:.1f}",
                      f"{x['p50_ms']:.2f}", f"{x['p99_ms']:.2f}"))

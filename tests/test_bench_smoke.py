@@ -23,7 +23,7 @@ import scenarios  # noqa: E402
 import systems  # noqa: E402
 import verify  # noqa: E402
 from histogram import LatencyHistogram  # noqa: E402
-from processes import CpuMeter  # noqa: E402
+from processes import CpuMeter, Served  # noqa: E402
 
 # Never imported here: importing locust monkey-patches the whole process for gevent.
 needs_locust = pytest.mark.skipif(importlib.util.find_spec("locust") is None,
@@ -133,6 +133,23 @@ def test_driver_closed_and_open_loop_and_the_store_check(tmp_path):
     assert all(c["acked_missing"] == 0 and c["acked"] > 0 for c in checked["cases"].values())
     camp = checked["campaigns"][cid]
     assert camp["sold_exactly_quota"] and camp["customers_over_limit"] == 0
+
+
+def test_the_echo_floor_answers_unary_and_coalesced_reserves():
+    """`bench/run.py server`'s floors: the echo server grants every reserve, unary or
+    riding the client's Session stream, each answer reaching its own caller."""
+    echo = Served([sys.executable, str(BENCH / "echo_server.py"), "--listen", "127.0.0.1:0"])
+    meter = CpuMeter(echo.pid)
+    try:
+        got = [driver.run_phases(mode, echo.address, [driver.phase(mode, concurrency=50,
+                                                                   duration_s=1)],
+                                 meter, skus=SKUS, warmup_s=0)[0]
+               for mode in ("echo", "coalesced")]
+    finally:
+        assert echo.stop() == 0, echo.stderr_text()
+    for r in got:
+        assert r["calls"] > 50 and r["outcomes"] == {"ok": r["calls"]}, r
+        assert r["server_cpu_s"] > 0
 
 
 def test_histogram_percentiles_are_within_the_bucket_error():
