@@ -18,7 +18,7 @@ DPI = 110
 FIGSIZE_WIDE_IN = (11, 4.2)
 FIGSIZE_IN = (7.5, 4.2)
 COLORS = {"stockgate": "#1b7837", "redis-always": "#c51b7d", "redis-everysec": "#e9a3c9",
-          "postgres": "#2166ac"}
+          "redis-records": "#8c510a", "postgres": "#2166ac"}
 
 
 def _plt():

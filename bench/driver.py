@@ -371,8 +371,9 @@ def run_phases(system: str, target: str, phases: list[dict[str, Any]], meter: An
 # ---------------------------------------------------------------------------- command
 
 def add_drive_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--system", default="stockgate",
-                    choices=("stockgate", "redis-always", "redis-everysec", "postgres"))
+    import systems
+
+    ap.add_argument("--system", default="stockgate", choices=systems.SYSTEMS)
     ap.add_argument("--out", required=True, help="directory for results.json")
     ap.add_argument("--workload", choices=("uniform", "hot", "sellout"), default="uniform")
     ap.add_argument("--concurrency", type=int, default=2_000,
@@ -417,7 +418,8 @@ def cmd_drive(args: argparse.Namespace) -> int:
                             sellout_units=args.sellout_units)
         try:
             results = run_phases(srv.driver_system, srv.target, phases, CpuMeter(srv.pid),
-                                 processes=args.processes, skus=args.skus)
+                                 processes=args.processes, skus=args.skus,
+                                 options=srv.options)
         finally:
             srv.stop()
     finally:

@@ -3,6 +3,12 @@ answer, started by the bench on loopback in a temp dir, at `appendfsync always` 
 acknowledged write is in the AOF, fsync'd: durable per ack, as stockgate is) or
 `everysec` (a crash may lose the last second).
 
+The check-and-decrement keeps nothing but the counter. With `records`, the script also
+keeps what stockgate keeps of each reservation, so the two do the same work: the hold's
+record under the caller's id (a second call with the id changes nothing), its expiry in
+a sorted set (what a sweeper would return to stock) and an entry in a journal stream
+(what channels and audits read).
+
 The driver's target pipelines as the stockgate client coalesces: concurrent calls of one
 process queue up, and each of POOL_CONNECTIONS connections sends whatever is queued as
 one pipeline of EVALSHA (redis-py's Pipeline, transaction=False), so Redis gets the
@@ -18,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from book import HOT_SKU, HOT_UNITS, SELLOUT_SKU, sku_name
+from book import CHANNEL, HOT_SKU, HOT_UNITS, SELLOUT_SKU, sku_name
 from processes import SERVER_START_S_MAX, SERVER_STOP_S_MAX, free_port
+from targets import TTL_MS  # the holds stockgate is given in the same phases
 
 INSTALL_HINT = ("Redis 7 not found (redis-server): install it with "
                 "`apt-get install -y redis-server` (Debian/Ubuntu) and run again")
@@ -39,6 +46,23 @@ if stock >= qty then
 end
 return -1
 """
+# The same decision, keeping the records: KEYS = stock, the hold, the expiry set, the
+# journal; ARGV = qty, the hold's record, its expiry (ms), the reservation id. -2: the id
+# is held already (a replay: nothing changes).
+RESERVE_RECORDS_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -2 end
+local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
+local qty = tonumber(ARGV[1])
+if stock < qty then return -1 end
+redis.call('DECRBY', KEYS[1], qty)
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('XADD', KEYS[4], '*', 'reserved', ARGV[4], 'sku', KEYS[1], 'qty', ARGV[1])
+return stock - qty
+"""
+HOLD_PREFIX = "hold:"
+EXPIRY_KEY = "holds:expiry"
+JOURNAL_KEY = "journal"
 
 
 def find() -> str | None:
@@ -129,15 +153,17 @@ class RedisServer:
 
 
 class RedisTarget:
-    """The driver's Redis target: EVALSHA of RESERVE_LUA, auto-pipelined."""
+    """The driver's Redis target: EVALSHA of RESERVE_LUA (or, with the option `records`,
+    RESERVE_RECORDS_LUA), auto-pipelined."""
 
     name = "redis"
 
-    def __init__(self, client: Any, sha: str, connections: int) -> None:
+    def __init__(self, client: Any, sha: str, connections: int, records: bool) -> None:
         self.client = client
         self.sha = sha
         self.connections = connections
-        self.pending: list[tuple[str, asyncio.Future]] = []
+        self.records = records
+        self.pending: list[tuple[str, str, asyncio.Future]] = []
         self.flushing = 0
 
     @classmethod
@@ -148,17 +174,20 @@ class RedisTarget:
         connections = int(options.get("connections", POOL_CONNECTIONS))
         client = aioredis.Redis(host=host, port=int(port), max_connections=connections,
                                 socket_timeout=60)
-        sha = await client.script_load(RESERVE_LUA)
-        return cls(client, sha, connections)
+        records = bool(options.get("records"))
+        sha = await client.script_load(RESERVE_RECORDS_LUA if records else RESERVE_LUA)
+        return cls(client, sha, connections, records)
 
     async def reserve(self, rid: str, sku: str) -> tuple[str, int, int]:
         fut = asyncio.get_running_loop().create_future()
-        self.pending.append((sku, fut))
+        self.pending.append((rid, sku, fut))
         if self.flushing < self.connections:
             self.flushing += 1
             asyncio.ensure_future(self._flush())
         level = await fut
-        return ("ok", 1, 1) if level >= 0 else ("sold_out", 0, 1)
+        if level >= 0:
+            return ("ok", 1, 1)
+        return ("replayed", 0, 1) if level == -2 else ("sold_out", 0, 1)
 
     async def _flush(self) -> None:
         try:
@@ -166,13 +195,22 @@ class RedisTarget:
                 batch = self.pending[:PIPELINE_OPS_MAX]
                 del self.pending[:PIPELINE_OPS_MAX]
                 pipe = self.client.pipeline(transaction=False)
-                for sku, _ in batch:
-                    pipe.evalsha(self.sha, 1, KEY_PREFIX + sku, 1)
+                if self.records:
+                    now = int(time.time() * 1000)
+                    expires = now + TTL_MS
+                    for rid, sku, _ in batch:
+                        # The record as stockgate keeps it: channel, lines, times.
+                        pipe.evalsha(self.sha, 4, KEY_PREFIX + sku, HOLD_PREFIX + rid,
+                                     EXPIRY_KEY, JOURNAL_KEY, 1,
+                                     f"{CHANNEL}|{sku}:1|{now}|{expires}", expires, rid)
+                else:
+                    for _, sku, _ in batch:
+                        pipe.evalsha(self.sha, 1, KEY_PREFIX + sku, 1)
                 try:
                     answers = await pipe.execute(raise_on_error=False)
                 except Exception as exc:  # noqa: BLE001 - each caller gets the failure
                     answers = [exc] * len(batch)
-                for (_, fut), a in zip(batch, answers):
+                for (_, _, fut), a in zip(batch, answers):
                     if isinstance(a, Exception):
                         fut.set_exception(a)
                     else:

@@ -120,7 +120,8 @@ def estimate_s(plan: Plan) -> dict[str, float]:
     locust += min(plan.locust["flash"][1], plan.locust_flash_quota / 2_000 + 5)
     return {"machine": 1.0, "stockgate": 3 + phases + plan.flash_quota / 12_000 + 3,
             "locust": locust, "verify": 5.0, "redis-always": 2 + phases,
-            "redis-everysec": 2 + phases, "postgres": 4 + phases, "charts": 4.0}
+            "redis-everysec": 2 + phases, "redis-records": 2 + phases, "postgres": 4 + phases,
+            "charts": 4.0}
 
 
 # ---------------------------------------------------------------------------- systems
@@ -252,7 +253,7 @@ class Run:
         try:
             results = driver.run_phases(srv.driver_system, srv.target, phases,
                                         CpuMeter(srv.pid), skus=plan.skus,
-                                        warmup_s=plan.warmup_s,
+                                        warmup_s=plan.warmup_s, options=srv.options,
                                         between=self.phase_hook(system, phases, w,
                                                                 read_levels))
         finally:
@@ -319,6 +320,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             f"{ra_u['server_cpu_us_per_op']:.1f} µs"
             + (f"; hot {sg_h['server_cpu_us_per_op']:.1f} vs "
                f"{ra_h['server_cpu_us_per_op']:.1f} µs" if sg_h and ra_h else ""))
+        rr_u = case(results, "redis-records", "uniform")
+        if rr_u:
+            notes["cpu_over_redis_always"] += (
+                f"; Redis keeping stockgate's records of each reservation (redis-records): "
+                f"uniform {rr_u['server_cpu_us_per_op']:.1f} µs, stockgate ÷ it "
+                f"{sg_u['server_cpu_us_per_op'] / rr_u['server_cpu_us_per_op']:.2f}")
     watch = results["scenarios"].get("watch", {}).get("tallies", {})
     decided = sorted(watch.get("watch_decided_delays_ms") or [])
     if decided:
@@ -352,7 +359,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         targets[key] = {"what": what, "target": f"{op} {threshold}", "measured": v,
                         "pass": bool(ok), "note": notes.get(key, "")}
     ratios = {}
-    for peer in ("redis-always", "redis-everysec", "postgres"):
+    for peer in systems.PEERS:
         row = {}
         for w in ("uniform", "hot"):
             s, p = case(results, "stockgate", w), case(results, peer, w)
@@ -456,7 +463,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         res["fsync"] = fsync_latency(work, plan.fsync_probes)
         run.progress.advance(run.weights["machine"])
         run.stockgate()
-        for system in systems.SYSTEMS[1:]:
+        for system in systems.PEERS:
             try:
                 run.peer(system)
             except Exception as exc:  # noqa: BLE001 - a peer that breaks is reported

@@ -11,7 +11,7 @@ CORES = os.cpu_count() or 1
 DRIVER_KEEPS_UP = 0.95  # an open-loop phase answering less than this share fell behind
 DRIVER_BOUND = 0.9  # cores: a driver this busy is what limits the phase
 VERDICT = {True: "**PASS**", False: "**MISS**", None: "n/a"}
-SYSTEM_ORDER = ("stockgate", "redis-always", "redis-everysec", "postgres")
+SYSTEM_ORDER = ("stockgate", "redis-always", "redis-everysec", "redis-records", "postgres")
 _BATCH_ROUND_TRIP = (
     "Neither process uses a whole core: with one client process the closed loop is bound "
     "by the round trip of each batch (the client encodes it, the server decides and "
@@ -22,6 +22,7 @@ WHY_NOT_CPU = {
     "stockgate": _BATCH_ROUND_TRIP,
     "redis-always": _BATCH_ROUND_TRIP,
     "redis-everysec": _BATCH_ROUND_TRIP,
+    "redis-records": _BATCH_ROUND_TRIP,
     "postgres": "Each of the pool's connections waits for its own statement and commit "
                 "(a round trip, a WAL flush shared with whoever commits at the same time): "
                 "the pool size and the flushes bound it, and every buyer of one SKU queues "

@@ -1,6 +1,7 @@
 """The systems under test, started on loopback in a work dir with the bench's book:
 stockgate (its server over the book of book.py, durability fsync), Redis + Lua at
-appendfsync always or everysec, and PostgreSQL. One call starts any of them; what the
+appendfsync always or everysec (and at always keeping stockgate's records of each
+reservation: redis_peer.RESERVE_RECORDS_LUA), and PostgreSQL. One call starts any of them; what the
 driver needs (its target name and address, the server's pid for CpuMeter) comes back.
 """
 
@@ -17,7 +18,11 @@ import postgres_peer
 import redis_peer
 from processes import Served
 
-SYSTEMS = ("stockgate", "redis-always", "redis-everysec", "postgres")
+SYSTEMS = ("stockgate", "redis-always", "redis-everysec", "redis-records", "postgres")
+PEERS = SYSTEMS[1:]
+# Each Redis system: its appendfsync, and whether its script keeps the records.
+REDIS = {"redis-always": ("always", False), "redis-everysec": ("everysec", False),
+         "redis-records": ("always", True)}
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Running:
     info: dict[str, Any] = field(default_factory=dict)
     server: Any = None
     store: Path | None = None  # stockgate's store, to verify once stopped
+    options: dict[str, Any] = field(default_factory=dict)  # the driver's, for its target
 
     def levels(self, skus: list[str]) -> list[int] | None:
         """The peers' counters of these SKUs (None for stockgate: its store is checked)."""
@@ -56,14 +62,17 @@ def start(system: str, work: Path, *, skus: int, sellout_units: int,
     stockgate, open the flash sale `flash` = (campaign id, quotas)."""
     if system == "stockgate":
         return _stockgate(work / "stockgate-store", skus, sellout_units, flash)
-    if system.startswith("redis-"):
+    options: dict[str, Any] = {}
+    if system in REDIS:
         binary = redis_peer.find()
-        mode = system.split("-", 1)[1]
+        mode, records = REDIS[system]
         srv = redis_peer.RedisServer(binary, work / system, mode)
+        script = redis_peer.RESERVE_RECORDS_LUA if records else redis_peer.RESERVE_LUA
         info = {"version": redis_peer.version(binary), "appendfsync": mode,
                 "client": f"redis-py + hiredis, {redis_peer.POOL_CONNECTIONS} connections, "
                           f"auto-pipelined (≤ {redis_peer.PIPELINE_OPS_MAX} per pipeline)",
-                "script": redis_peer.RESERVE_LUA.strip()}
+                "script": script.strip()}
+        options["records"] = records
         target = srv.address
     elif system == "postgres":
         bindir = postgres_peer.find()
@@ -83,7 +92,8 @@ def start(system: str, work: Path, *, skus: int, sellout_units: int,
     except BaseException:
         srv.stop()
         raise
-    return Running(system, system.split("-")[0], target, srv.pid, info, srv)
+    return Running(system, system.split("-")[0], target, srv.pid, info, srv,
+                   options=options)
 
 
 def _stockgate(store: Path, skus: int, sellout_units: int,

@@ -164,7 +164,7 @@ def test_histogram_percentiles_are_within_the_bucket_error():
 
 # ---------------------------------------------------------------------------- peers
 
-@pytest.mark.parametrize("system", ["redis-always", "postgres"])
+@pytest.mark.parametrize("system", ["redis-always", "redis-records", "postgres"])
 def test_peer_runs_the_same_phases_without_oversell(system, tmp_path):
     why = systems.missing(system)
     if why:
@@ -192,6 +192,34 @@ def test_peer_runs_the_same_phases_without_oversell(system, tmp_path):
         assert v["oversold"] == 0 and v["acked_missing"] == 0, v
         assert r["server_cpu_s"] > 0
     assert got[1]["units"] == SELLOUT_UNITS
+
+
+def test_redis_with_records_keeps_each_hold_and_a_replay_changes_nothing(tmp_path):
+    why = systems.missing("redis-records")
+    if why:
+        pytest.skip(why)
+    import redis_peer
+
+    srv = systems.start("redis-records", tmp_path, skus=SKUS, sellout_units=SELLOUT_UNITS)
+    try:
+        got = driver.run_phases(srv.driver_system, srv.target, [driver.phase(
+            "uniform", concurrency=50, duration_s=1)], CpuMeter(srv.pid), skus=SKUS,
+            warmup_s=0, options=srv.options)[0]
+        r = srv.server.client()
+        held = got["units"]
+        assert held > 0 and got["outcomes"] == {"ok": held}
+        assert len(r.keys(redis_peer.HOLD_PREFIX + "*")) == held
+        assert r.zcard(redis_peer.EXPIRY_KEY) == held == r.xlen(redis_peer.JOURNAL_KEY)
+        rid = r.zrange(redis_peer.EXPIRY_KEY, 0, 0)[0].decode()
+        sku = r.get(redis_peer.HOLD_PREFIX + rid).decode().split("|")[1].split(":")[0]
+        before = srv.levels([sku])
+        again = r.evalsha(r.script_load(redis_peer.RESERVE_RECORDS_LUA), 4,
+                          redis_peer.key(sku), redis_peer.HOLD_PREFIX + rid,
+                          redis_peer.EXPIRY_KEY, redis_peer.JOURNAL_KEY, 1, "x", 0, rid)
+        assert again == -2 and srv.levels([sku]) == before
+        assert r.xlen(redis_peer.JOURNAL_KEY) == held
+    finally:
+        srv.stop()
 
 
 # ---------------------------------------------------------------------------- report
