@@ -47,8 +47,8 @@ end
 return -1
 """
 # The same decision, keeping the records: KEYS = stock, the hold, the expiry set, the
-# journal; ARGV = qty, the hold's record, its expiry (ms), the reservation id. -2: the id
-# is held already (a replay: nothing changes).
+# journal; ARGV = qty, the hold's record, its expiry (ms), the reservation id, the SKU.
+# -2: the id is held already (a replay: nothing changes).
 RESERVE_RECORDS_LUA = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return -2 end
 local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -57,7 +57,7 @@ if stock < qty then return -1 end
 redis.call('DECRBY', KEYS[1], qty)
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('XADD', KEYS[4], '*', 'reserved', ARGV[4], 'sku', KEYS[1], 'qty', ARGV[1])
+redis.call('XADD', KEYS[4], '*', 'reserved', ARGV[4], 'sku', ARGV[5], 'qty', ARGV[1])
 return stock - qty
 """
 HOLD_PREFIX = "hold:"
@@ -202,7 +202,7 @@ class RedisTarget:
                         # The record as stockgate keeps it: channel, lines, times.
                         pipe.evalsha(self.sha, 4, KEY_PREFIX + sku, HOLD_PREFIX + rid,
                                      EXPIRY_KEY, JOURNAL_KEY, 1,
-                                     f"{CHANNEL}|{sku}:1|{now}|{expires}", expires, rid)
+                                     f"{CHANNEL}|{sku}:1|{now}|{expires}", expires, rid, sku)
                 else:
                     for _, sku, _ in batch:
                         pipe.evalsha(self.sha, 1, KEY_PREFIX + sku, 1)

@@ -74,10 +74,9 @@ def machine(res: dict[str, Any]) -> str:
     m, f = res["machine"], res["fsync"]
     versions = ", ".join(f"{k[:-8]} {v}" for k, v in m.items()
                          if k.endswith("_version") and v)
-    peers = []
-    for s in ("redis-always", "postgres"):
-        if s in res["systems"]:
-            peers.append(f"{s.split('-')[0]} {res['systems'][s]['version']}")
+    versions_of = {s.split("-")[0]: r["version"] for s, r in res["systems"].items()
+                   if s != "stockgate"}
+    peers = [f"{name} {v}" for name, v in versions_of.items()]
     rows = [
         ["cores (usable)", f"{m['nproc']} ({m.get('affinity')})"],
         ["CPU", m["cpu_model"]],

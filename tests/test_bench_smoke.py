@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import systems  # noqa: E402
 import verify  # noqa: E402
 from histogram import LatencyHistogram  # noqa: E402
 from processes import CpuMeter, Served  # noqa: E402
+from processes import children as processes_children  # noqa: E402
 
 # Never imported here: importing locust monkey-patches the whole process for gevent.
 needs_locust = pytest.mark.skipif(importlib.util.find_spec("locust") is None,
@@ -33,6 +36,7 @@ SELLOUT_UNITS = 300
 FLASH_QUOTA = 200
 SCENARIO_S = 3
 USERS = 10
+CHILD_REAPED_WAIT_S_MAX = 10
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +156,30 @@ def test_the_echo_floor_answers_unary_and_coalesced_reserves():
         assert r["server_cpu_s"] > 0
 
 
+def test_cpu_meter_counts_a_child_forked_and_reaped_between_its_readings(tmp_path):
+    """As Redis's AOF rewrite is: forked, busy, and gone within one phase."""
+    script = tmp_path / "parent.py"
+    script.write_text("import subprocess, sys, time\n"
+                      "time.sleep(0.3)\n"
+                      "subprocess.run([sys.executable, '-c', "
+                      "'import time\\nt = time.process_time() + 0.3\\n"
+                      "while time.process_time() < t: pass'])\n"
+                      "time.sleep(30)\n")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        meter = CpuMeter(parent.pid)
+        meter.start()  # before the child exists
+        deadline = time.monotonic() + CHILD_REAPED_WAIT_S_MAX
+        while not processes_children(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        while processes_children(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the child ran and was reaped
+        assert meter.stop_ns() >= 0.25e9
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 def test_histogram_percentiles_are_within_the_bucket_error():
     values = [i / 1e4 for i in range(1, 10_001)]  # 0.1 ms .. 1 s, evenly
     h = LatencyHistogram.of(values)
@@ -182,7 +210,7 @@ def test_peer_runs_the_same_phases_without_oversell(system, tmp_path):
 
     try:
         got = driver.run_phases(srv.driver_system, srv.target, phases, CpuMeter(srv.pid),
-                                skus=SKUS, warmup_s=0.2, between=read)
+                                skus=SKUS, warmup_s=0.2, between=read, options=srv.options)
     finally:
         srv.stop()
     for i, r in enumerate(got):
@@ -201,6 +229,7 @@ def test_redis_with_records_keeps_each_hold_and_a_replay_changes_nothing(tmp_pat
     import redis_peer
 
     srv = systems.start("redis-records", tmp_path, skus=SKUS, sellout_units=SELLOUT_UNITS)
+    assert srv.options == {"records": True}
     try:
         got = driver.run_phases(srv.driver_system, srv.target, [driver.phase(
             "uniform", concurrency=50, duration_s=1)], CpuMeter(srv.pid), skus=SKUS,
@@ -210,12 +239,14 @@ def test_redis_with_records_keeps_each_hold_and_a_replay_changes_nothing(tmp_pat
         assert held > 0 and got["outcomes"] == {"ok": held}
         assert len(r.keys(redis_peer.HOLD_PREFIX + "*")) == held
         assert r.zcard(redis_peer.EXPIRY_KEY) == held == r.xlen(redis_peer.JOURNAL_KEY)
-        rid = r.zrange(redis_peer.EXPIRY_KEY, 0, 0)[0].decode()
-        sku = r.get(redis_peer.HOLD_PREFIX + rid).decode().split("|")[1].split(":")[0]
+        entry = dict(r.xrange(redis_peer.JOURNAL_KEY, count=1)[0][1])
+        rid, sku = entry[b"reserved"].decode(), entry[b"sku"].decode()
+        assert r.zscore(redis_peer.EXPIRY_KEY, rid) is not None
+        assert f"|{sku}:1|" in r.get(redis_peer.HOLD_PREFIX + rid).decode()
         before = srv.levels([sku])
         again = r.evalsha(r.script_load(redis_peer.RESERVE_RECORDS_LUA), 4,
                           redis_peer.key(sku), redis_peer.HOLD_PREFIX + rid,
-                          redis_peer.EXPIRY_KEY, redis_peer.JOURNAL_KEY, 1, "x", 0, rid)
+                          redis_peer.EXPIRY_KEY, redis_peer.JOURNAL_KEY, 1, "x", 0, rid, sku)
         assert again == -2 and srv.levels([sku]) == before
         assert r.xlen(redis_peer.JOURNAL_KEY) == held
     finally:
@@ -263,7 +294,8 @@ def test_report_tables_and_charts_render(tmp_path):
                        "loadavg_at_start": [0.1], "loadavg_at_end": [0.2]},
            "fsync": {"fsync_mean_us": 90, "fsync_p50_us": 80, "fsync_p99_us": 200,
                      "fdatasync_mean_us": 85, "n": 10},
-           "systems": {"stockgate": sg, "redis-always": system(3), "postgres": system(0.2)},
+           "systems": {"stockgate": sg, "redis-always": system(3),
+                       "redis-records": system(0.5), "postgres": system(0.2)},
            "scenarios": {"watch": {
                "scenario": "watch", "users": 10, "run_time_s": 3, "command": "locust ...",
                "requests": 3, "failures": 0, "per_s": 1.0, "span_s": 3.0,
@@ -279,12 +311,17 @@ def test_report_tables_and_charts_render(tmp_path):
     t = res["summary"]["targets"]
     assert t["hot_over_own_uniform"]["pass"] and t["flash_sells_exactly_quota"]["pass"]
     assert t["cpu_over_redis_always"]["measured"] == pytest.approx(3.0)
+    assert "(redis-records): uniform 20.0 µs, stockgate ÷ it 0.50" in \
+        t["cpu_over_redis_always"]["note"]
+    assert res["summary"]["ratios"]["redis-records"]["uniform_server_cpu"] == \
+        pytest.approx(0.5)
     assert t["watch_delay_p99_ms"]["measured"] == 29.0
     made = report.draw_charts(res, tmp_path)
     assert set(made) == {"offered_load", "peak", "flash_sellout", "watch_delay"}
     assert all((tmp_path / f).stat().st_size > 0 for f in made.values())
     text = report_markdown.render(res)
     assert "## The issue's targets" in text and "redis-everysec: not installed" in text
+    assert "| redis-records | uniform | 500 |" in text
 
 
 def test_overload_runs_and_a_flood_changes_nothing(tmp_path):
