@@ -6,11 +6,13 @@ answers them in the same shape without any engine behind it.
 Reserve parses the same ReserveRequest and serializes the same Result that stockgate
 does. Session reads each message with stockgate's own C reader and writes its answers
 with stockgate's own C writer, and does nothing else: no bookkeeping per stream, no
-engine, no commit. Each reserve gets its own answer (by its op id), but every answer to
-one message is the same granted Result, its first reserve's: right for a client that
-matches answers by op id, as stockgate's do, not for one that checks their content. So the difference between the two
-servers' CPU per reservation is stockgate's own work, and what they share is the floor
-no change to stockgate's Python could go below.
+engine, no commit. So the difference between the two servers' CPU per reservation is
+stockgate's own work, and what they share is the floor no change to stockgate's Python
+could go below.
+
+Each reserve gets its own answer (by its op id), but every answer to one message is the
+same granted Result, its first reserve's: right for a client that matches answers by op
+id, as stockgate's do, not for one that checks their content.
 """
 
 from __future__ import annotations
