@@ -13,6 +13,10 @@ Every figure comes from one run on this machine, side by side:
   coalesced   stockgate through AsyncClient: concurrent reserve() calls of one process
               ride together on the client's Session stream
   latency     p50/p99 of coalesced reserves offered open-loop at half the peak rate
+  engine      the engine alone, in one process without any server (engine_alone.py),
+              given as many reserves as the coalesced case answered, in batches as its
+              Session messages carry them: with the echo session floor, it splits a
+              coalesced reservation's server CPU into gRPC's, the engine's and the rest
 
 Uniform cases spread reservations over --skus SKUs; hot cases put every one on one SKU.
 Durability is fsync: every answer is on disk. Each server runs in its own process and its
@@ -28,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +57,8 @@ TARGETS = {
     "hot_over_uniform": (">=", 0.8),
 }
 SESSION_MESSAGES_IN_FLIGHT = 8  # raw Session case: messages of targets.OPS_PER_MESSAGE
+# The engine case builds its requests ahead: about 400 B each, so at most 400 MB of them.
+ENGINE_RESERVATIONS_MAX = 1_000_000
 
 
 def log(msg: str) -> None:
@@ -82,6 +89,17 @@ def run_case(served: Served, mode: str, *, hot: bool, skus: int, duration: float
     r = driver.run_phases(mode, served.address, [ph], CpuMeter(served.pid), skus=skus)[0]
     r["refused"] = r["calls"] - r["outcomes"].get("ok", 0)
     return r
+
+
+def engine_case(store: Path, skus: int, hot: bool, n: int,
+                env: dict[str, str]) -> dict[str, Any]:
+    """The engine alone (engine_alone.py) over `store`: n reserves, its CPU per each."""
+    argv = [sys.executable, str(HERE / "engine_alone.py"), "--data-dir", str(store),
+            "--skus", str(skus), "--reservations", str(n)] + (["--hot"] if hot else [])
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["granted"] == n, f"the engine alone granted {r['granted']} of {n}"
+    return {**r, "per_s": n / r["wall_s"], "server_cpu_us_per_op": r["cpu_s"] / n * 1e6}
 
 
 # ---------------------------------------------------------------------------- command
@@ -138,6 +156,14 @@ def cmd_server(args: argparse.Namespace) -> int:
         peak = results["coalesced_uniform"]["per_s"]
         log(f"latency at half the peak ({peak / 2:,.0f}/s offered)")
         fresh_case("latency_at_half_peak", "coalesced", False, args.concurrency, peak / 2)
+        for name, hot in (("engine_uniform", False), ("engine_hot", True)):
+            log(name)
+            store = Path(tmp) / name
+            shutil.copytree(seeded, store)
+            n = min(ENGINE_RESERVATIONS_MAX,
+                    results["coalesced_hot" if hot else "coalesced_uniform"]["ops"])
+            results[name] = engine_case(store, skus, hot, n, env)
+            shutil.rmtree(store, ignore_errors=True)
         # 0 when every server stopped cleanly, else the first other exit code
         results["server_exit_code"] = next((c for c in exit_codes if c), 0)
 
@@ -158,10 +184,11 @@ def cmd_server(args: argparse.Namespace) -> int:
 def print_table(r: dict[str, Any]) -> None:
     rows = [("case", "ops/s", "server CPU µs/op", "p50 ms", "p99 ms")]
     for k in ("echo_unary", "unary_uniform", "echo_session", "session_uniform",
-              "coalesced_uniform", "coalesced_hot", "latency_at_half_peak"):
+              "coalesced_uniform", "coalesced_hot", "latency_at_half_peak",
+              "engine_uniform", "engine_hot"):
         x = r[k]
-        rows.append((k, f"{x['per_s']:,.0f}", f"{x['server_cpu_us_per_op']:.1f}",
-                     f"{x['p50_ms']:.2f}", f"{x['p99_ms']:.2f}"))
+        latency = [f"{x[q]:.2f}" if q in x else "–" for q in ("p50_ms", "p99_ms")]
+        rows.append((k, f"{x['per_s']:,.0f}", f"{x['server_cpu_us_per_op']:.1f}", *latency))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))

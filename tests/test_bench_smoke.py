@@ -156,6 +156,29 @@ def test_the_echo_floor_answers_unary_and_coalesced_reserves():
         assert r["server_cpu_s"] > 0
 
 
+@pytest.mark.parametrize("hot", [False, True])
+def test_the_engine_alone_grants_and_keeps_every_reserve(tmp_path, hot):
+    """`bench/run.py server`'s engine case: every reserve granted, durable and checked."""
+    import server
+    from stockgate.engine import Engine
+
+    store = tmp_path / "store"
+    server.seed_store(store, SKUS)
+    n = 2_000
+    out = subprocess.run([sys.executable, str(BENCH / "engine_alone.py"), "--data-dir",
+                          str(store), "--skus", str(SKUS), "--reservations", str(n)]
+                         + (["--hot"] if hot else []),
+                         capture_output=True, text=True, check=True).stdout
+    r = json.loads(out)
+    assert r["granted"] == n and r["cpu_s"] > 0 and r["wall_s"] > 0
+    with Engine(store) as eng:
+        report = eng.check()
+        assert report.ok and report.live_reservations == n
+        held = [eng.reservation(f"eng-{i:012d}") for i in (0, n - 1)]
+        assert all(h is not None and h.units == 1 for h in held)
+        assert (held[0].lines[0].sku == server.HOT_SKU) == hot
+
+
 def test_cpu_meter_counts_a_child_forked_and_reaped_between_its_readings(tmp_path):
     """As Redis's AOF rewrite is: forked, busy, and gone within one phase."""
     script = tmp_path / "parent.py"
