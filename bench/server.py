@@ -98,7 +98,8 @@ def engine_case(store: Path, skus: int, hot: bool, n: int,
             "--skus", str(skus), "--reservations", str(n)] + (["--hot"] if hot else [])
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
-    assert r["granted"] == n, f"the engine alone granted {r['granted']} of {n}"
+    if r["granted"] != n:  # the book never runs out: every reserve must be granted
+        raise RuntimeError(f"the engine alone granted {r['granted']} of {n} reserves")
     return {**r, "per_s": n / r["wall_s"], "server_cpu_us_per_op": r["cpu_s"] / n * 1e6}
 
 
