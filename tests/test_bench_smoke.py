@@ -174,7 +174,7 @@ def test_the_engine_alone_grants_and_keeps_every_reserve(tmp_path, hot):
     with Engine(store) as eng:
         report = eng.check()
         assert report.ok and report.live_reservations == n
-        held = [eng.reservation(f"eng-{i:012d}") for i in (0, n - 1)]
+        held = [eng.reservation(f"{r['id_prefix']}{i:012d}") for i in (1, n)]
         assert all(h is not None and h.units == 1 for h in held)
         assert (held[0].lines[0].sku == server.HOT_SKU) == hot
 
