@@ -26,12 +26,12 @@ import grpc
 
 from stockgate.engine import Allocation, LineResult, Outcome, Reservation, Result, State
 from stockgate.server import _codec
+from stockgate.server.config import MESSAGE_BYTES_DEFAULT
 from stockgate.server.session import read_message
 from stockgate.server.wire import answer_bytes_target
 from stockgate.v1 import reservations_pb2_grpc, types_pb2
 
 SERVICE = "stockgate.v1.Reservations"
-MESSAGE_BYTES_MAX = 4 * 1024 * 1024  # stockgate's default message_bytes_max
 
 
 class Echo(reservations_pb2_grpc.ReservationsServicer):
@@ -62,7 +62,7 @@ async def session(raw_messages, context) -> None:
     """Each message's reserves answered at once, in one or more messages as stockgate
     cuts them. A message's answers share the Result of its first reserve: building one
     per reserve is the engine's work (stockgate does it in C), not the transport's."""
-    target = answer_bytes_target(MESSAGE_BYTES_MAX)
+    target = answer_bytes_target(MESSAGE_BYTES_DEFAULT)  # as stockgate cuts its answers
     async for raw in raw_messages:
         ops = read_message(raw)
         if ops is None:

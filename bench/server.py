@@ -29,6 +29,7 @@ otherwise make every later case slower, and the figures would depend on their or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +45,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import driver  # noqa: E402
-from book import sku_name  # noqa: E402
+from book import CHANNEL, HOT_SKU, HOT_UNITS, sku_name  # noqa: E402
 from processes import CpuMeter, Served  # noqa: E402
 
-HOT_SKU = "HOT"
 UNITS_PER_SKU = 10**9  # the bench never sells out
-HOT_UNITS = 10**12
-CHANNEL = "web"
 TARGETS = {
     "unary_cpu_over_echo": ("<=", 1.25),
     "coalesced_reservations_per_s": (">=", 100_000),
@@ -136,17 +135,26 @@ def cmd_server(args: argparse.Namespace) -> int:
         seed_store(seeded, skus)
         exit_codes = []
 
-        def fresh_case(name: str, mode: str, hot: bool, conc: int, rate: float = 0.0) -> None:
+        @contextlib.contextmanager
+        def fresh_store(name: str) -> Iterator[Path]:
+            """A copy of the seeded store for one case, removed after it."""
             store = Path(tmp) / name
             shutil.copytree(seeded, store)
-            sg = Served([sys.executable, "-m", "stockgate.server", "--data-dir", str(store),
-                         "--listen", "127.0.0.1:0", "--durability", "fsync"], env)
             try:
-                results[name] = run_case(sg, mode, hot=hot, skus=skus, duration=duration,
-                                         concurrency=conc, rate=rate)
+                yield store
             finally:
-                exit_codes.append(sg.stop())
                 shutil.rmtree(store, ignore_errors=True)
+
+        def fresh_case(name: str, mode: str, hot: bool, conc: int, rate: float = 0.0) -> None:
+            with fresh_store(name) as store:
+                sg = Served([sys.executable, "-m", "stockgate.server", "--data-dir",
+                             str(store), "--listen", "127.0.0.1:0", "--durability", "fsync"],
+                            env)
+                try:
+                    results[name] = run_case(sg, mode, hot=hot, skus=skus,
+                                             duration=duration, concurrency=conc, rate=rate)
+                finally:
+                    exit_codes.append(sg.stop())
 
         for name, mode, hot, conc in (
             ("unary_uniform", "unary", False, args.unary_concurrency),
@@ -165,12 +173,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         for name, hot in (("engine_uniform", False), ("engine_hot", True)):
             log(name)
-            store = Path(tmp) / name
-            shutil.copytree(seeded, store)
             granted = results["coalesced_hot" if hot else "coalesced_uniform"]["outcomes"]
             n = max(1, min(ENGINE_RESERVATIONS_MAX, granted.get("ok", 0)))
-            results[name] = engine_case(store, skus, hot, n, env)
-            shutil.rmtree(store, ignore_errors=True)
+            with fresh_store(name) as store:
+                results[name] = engine_case(store, skus, hot, n, env)
 
     e, u = results["echo_unary"], results["unary_uniform"]
     cu, ch = results["coalesced_uniform"], results["coalesced_hot"]
