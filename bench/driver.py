@@ -59,6 +59,13 @@ WORKLOADS = ("uniform", "hot", "sellout", "flash")
 RESERVATION_ID_COUNTER_DIGITS = 12
 
 
+def id_prefix(system: str) -> str:
+    """The reservation ids of one driver process: this prefix (the system, the pid, the
+    start time: unique across processes and runs) and a counter of
+    RESERVATION_ID_COUNTER_DIGITS digits."""
+    return f"{system[:2]}-{os.getpid()}-{time.time_ns()}-"
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -204,7 +211,7 @@ async def drive(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     options.setdefault("seed", args.seed)
     target = await targets.open_target(args.system, args.target, options)
-    prefix = f"{args.system[:2]}-{os.getpid()}-{time.time_ns()}-"
+    prefix = id_prefix(args.system)
     counter = iter(range(1, 1 << 62))
     ids = counter.__next__
     try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from book import CHANNEL, HOT_SKU, sku_name  # noqa: E402
-from driver import RESERVATION_ID_COUNTER_DIGITS  # noqa: E402
+from driver import RESERVATION_ID_COUNTER_DIGITS, id_prefix  # noqa: E402
 from targets import TTL_MS  # noqa: E402
 
 from stockgate.clients.limits import SESSION_OPS_PER_MESSAGE_MAX  # noqa: E402
@@ -63,12 +62,6 @@ def build(prefix: str, skus: int, hot: bool, n: int) -> list[list[tuple]]:
     return [ops[i:i + BATCH] for i in range(0, n, BATCH)]
 
 
-def id_prefix() -> str:
-    """The load driver's id prefix (driver.py: system, pid, start time), so the engine
-    keys holds of the same length in the same order."""
-    return f"co-{os.getpid()}-{time.time_ns()}-"
-
-
 async def drive(engine, batches: list[list[tuple]]) -> int:
     """Apply the batches, IN_FLIGHT at a time; the reservations granted."""
     pending = iter(batches)
@@ -96,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from stockgate.engine import Engine, tune_gc
 
     with Engine(args.data_dir, durability="fsync") as engine:
-        prefix = id_prefix()
+        prefix = id_prefix("coalesced")  # ids as the driver gives the coalesced case's
         batches = build(prefix, args.skus, args.hot, args.reservations)
         tune_gc()
         cpu0, t0 = time.process_time(), time.perf_counter()

@@ -36,24 +36,26 @@ POOL_CONNECTIONS = 8  # pipelines in flight at once from one driver process
 PIPELINE_OPS_MAX = 1_000  # calls sent in one pipeline
 SEED_KEYS_PER_MSET = 10_000
 KEY_PREFIX = "stock:"
-# Take qty units if there are that many: the new level, or -1 when short.
-RESERVE_LUA = """
+LEVEL_SHORT = -1  # a script's answer: fewer units than asked, nothing taken
+LEVEL_REPLAYED = -2  # the records script's answer: the id is held already, nothing changed
+# Take qty units if there are that many: the new level, or LEVEL_SHORT.
+RESERVE_LUA = f"""
 local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
 local qty = tonumber(ARGV[1])
 if stock >= qty then
   redis.call('DECRBY', KEYS[1], qty)
   return stock - qty
 end
-return -1
+return {LEVEL_SHORT}
 """
 # The same decision, keeping the records: KEYS = stock, the hold, the expiry set, the
 # journal; ARGV = qty, the hold's record, its expiry (ms), the reservation id, the SKU.
-# -2: the id is held already (a replay: nothing changes).
-RESERVE_RECORDS_LUA = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return -2 end
+# LEVEL_REPLAYED: the id is held already (a replay: nothing changes).
+RESERVE_RECORDS_LUA = f"""
+if redis.call('EXISTS', KEYS[2]) == 1 then return {LEVEL_REPLAYED} end
 local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
 local qty = tonumber(ARGV[1])
-if stock < qty then return -1 end
+if stock < qty then return {LEVEL_SHORT} end
 redis.call('DECRBY', KEYS[1], qty)
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
@@ -187,7 +189,7 @@ class RedisTarget:
         level = await fut
         if level >= 0:
             return ("ok", 1, 1)
-        return ("replayed", 0, 1) if level == -2 else ("sold_out", 0, 1)
+        return ("replayed", 0, 1) if level == LEVEL_REPLAYED else ("sold_out", 0, 1)
 
     async def _flush(self) -> None:
         try:

@@ -270,7 +270,7 @@ def test_redis_with_records_keeps_each_hold_and_a_replay_changes_nothing(tmp_pat
         again = r.evalsha(r.script_load(redis_peer.RESERVE_RECORDS_LUA), 4,
                           redis_peer.key(sku), redis_peer.HOLD_PREFIX + rid,
                           redis_peer.EXPIRY_KEY, redis_peer.JOURNAL_KEY, 1, "x", 0, rid, sku)
-        assert again == -2 and srv.levels([sku]) == before
+        assert again == redis_peer.LEVEL_REPLAYED and srv.levels([sku]) == before
         assert r.xlen(redis_peer.JOURNAL_KEY) == held
     finally:
         srv.stop()
