@@ -62,7 +62,9 @@ class Turns:
             self._go()
 
     def flush(self) -> None:
-        """Shutting down: a group waiting out its window goes now, while its grace lasts."""
+        """Shutting down: a group waiting out its window goes now, and one still waiting
+        for the group in flight goes as soon as that is answered, while the grace lasts."""
+        self.wait_s = 0.0
         if self._timer is not None:
             self._timer.cancel()
             self._go()

@@ -72,16 +72,16 @@ def test_a_window_already_over_lets_the_group_go_when_the_one_in_flight_ends():
 
 async def _test_a_window_already_over_lets_the_group_go_when_the_one_in_flight_ends():
     loop = asyncio.get_running_loop()
-    turns = Turns(0.01)
+    turns = Turns(WINDOW_S)
     await turns.enter()
     await asyncio.sleep(0)
     waiter = asyncio.ensure_future(turns.enter())
-    await asyncio.sleep(0.05)  # the window passes while the group is still in flight
+    await asyncio.sleep(WINDOW_S * 1.5)  # the window passes while the group is in flight
     assert not waiter.done()
     t = loop.time()
     turns.leave()
     await waiter
-    assert loop.time() - t < WINDOW_S  # no second wait
+    assert loop.time() - t < WINDOW_S / 2  # no second window
 
 
 @pytest.mark.parametrize("wait_s", [0.0, WINDOW_S])
@@ -117,4 +117,21 @@ async def _test_a_group_waiting_out_its_window_goes_at_once_on_shutdown():
     assert not waiter.done()
     turns.flush()
     await waiter
+    assert turns.running == 1
+
+
+def test_a_group_still_behind_the_one_in_flight_at_shutdown_goes_when_that_ends():
+    run(_test_a_group_still_behind_the_one_in_flight_at_shutdown_goes_when_that_ends())
+
+
+async def _test_a_group_still_behind_the_one_in_flight_at_shutdown_goes_when_that_ends():
+    turns = Turns(60.0)
+    await turns.enter()
+    await asyncio.sleep(0)
+    waiter = asyncio.ensure_future(turns.enter())
+    await asyncio.sleep(0)
+    turns.flush()  # no window started yet: the group in flight is not answered
+    assert not waiter.done()
+    turns.leave()
+    await waiter  # at once, not after a window of 60 s
     assert turns.running == 1
