@@ -29,6 +29,8 @@ from libc.string cimport memcpy, memmove
 
 include "../proto/_wire.pxi"
 
+from stockgate.clients.limits import INT64_MAX, INT64_MIN
+
 # Field numbers of stockgate/v1 (reservations.proto, types.proto).
 DEF OPERATION_ID = 1
 DEF OPERATION_TIMEOUT_MS = 2
@@ -62,14 +64,14 @@ def reserve_body(object reservation_id, object channel, object lines, object cus
         return None
     if campaign is not None and type(campaign) is not str:
         return None
-    if not -(1 << 63) <= ttl_ms < (1 << 63):
+    if not INT64_MIN <= ttl_ms <= INT64_MAX:
         return None
     for ln in lines:
         if type(ln) is not tuple or PyTuple_GET_SIZE(ln) != 2:
             return None
         if type(ln[0]) is not str or type(ln[1]) is not int:
             return None
-        if not -(1 << 63) <= ln[1] < (1 << 63):
+        if not INT64_MIN <= ln[1] <= INT64_MAX:
             return None
     if prefer_locations:
         if type(prefer_locations) is not list and type(prefer_locations) is not tuple:

@@ -41,7 +41,7 @@ def check_timeout(timeout: float | None, default: float, minimum: float = 0.0) -
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
             or not 0 < timeout <= limits.TIMEOUT_S_MAX:
         raise ValueError(f"timeout is {timeout!r}; it must be a number of seconds above 0 "
-                         f"and at most {limits.TIMEOUT_S_MAX:,.0f} (a week)")
+                         f"and at most {limits.TIMEOUT_S_MAX:,.0f} (the longest hold)")
     return float(timeout)
 
 

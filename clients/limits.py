@@ -13,6 +13,10 @@ CHECK_TIMEOUT_S_MIN = 120.0  # the consistency check reads the whole book
 IMPORT_TIMEOUT_S_MIN = 600.0  # a bulk import of millions of rows
 TIMEOUT_S_MAX = 7 * 24 * 3_600.0  # a week, the longest hold: its ms fit the wire's int64
 
+# The wire's int64 fields (quantities, TTLs, timeouts) hold these at most.
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
 # Messages. The server refuses more than BATCH_OPS_MAX operations in one message, and
 # gRPC refuses a message over its size limit (4 MiB by default) by killing the call, so
 # the clients cut well below both.

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from stockgate.v1 import inventory_pb2, reservations_pb2, types_pb2, watch_pb2
 
-from . import _codec
+from . import _codec, limits
 from .errors import InvalidArgument, StockgateError
 from .outcomes import Outcome, State
 from .records import BucketStock, Campaign, Channel, CheckReport, JournalEvent, JournalPage
@@ -40,8 +40,9 @@ def _str(field: str, value: object) -> str:
 def _int(field: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument(field, f"must be an integer, got {type(value).__name__}")
-    if not -(1 << 63) <= value < (1 << 63):
-        raise InvalidArgument(field, f"is {value}; it does not fit in 64 bits")
+    if not limits.INT64_MIN <= value <= limits.INT64_MAX:
+        raise InvalidArgument(field, f"is {value}; it must be {limits.INT64_MIN:,} to "
+                                     f"{limits.INT64_MAX:,} (a 64-bit integer)")
     return value
 
 
@@ -108,9 +109,14 @@ def reserve_request(reservation_id: str, channel: str, lines_: Lines, *, custome
 # A Session operation as the Outbox keeps it: the number of its `op` field in Operation
 # (which kind of request) and the request's bytes; its id and timeout are added when sent.
 Op = tuple[int, bytes]
-SESSION_METHOD = "/stockgate.v1.Reservations/Session"  # spoken in bytes: clients/_codec.pyx
+SESSION_METHOD = (f"/{reservations_pb2.DESCRIPTOR.services_by_name['Reservations'].full_name}"
+                  "/Session")  # spoken in bytes: clients/_codec.pyx
 _OP_FIELDS = {f.name: f.number for f in reservations_pb2.Operation.DESCRIPTOR.oneofs_by_name[
     "op"].fields}
+# An op field's tag is one byte while its number is below 16 (protobuf's varint of
+# number << 3 | wire type): operation_bytes() counts it so.
+OP_TAG_BYTES = 1
+assert max(_OP_FIELDS.values()) < 16, "an op field's tag no longer fits OP_TAG_BYTES"
 
 
 def operation(kind: str, request: Any) -> Op:
@@ -136,7 +142,12 @@ def operation_bytes(op: Op) -> int:
     """An operation's size as protobuf counts it before its id and timeout are set: the
     request, its length and the op field's tag."""
     n = len(op[1])
-    return 1 + max(1, (n.bit_length() + 6) // 7) + n  # tag, length varint, request
+    return OP_TAG_BYTES + _varint_bytes(n) + n  # tag, length, request
+
+
+def _varint_bytes(n: int) -> int:
+    """Bytes of n as a protobuf varint: 7 bits each."""
+    return max(1, (n.bit_length() + 6) // 7)
 
 
 def session_request(ops: list[tuple[int, int, int, bytes]]) -> bytes:

@@ -165,28 +165,28 @@ def decode_session(bytes raw, object request_t, object ttl_default, Py_ssize_t o
 
 # ------------------------------------------------------------------------- writing
 
-cdef inline tuple _tup(object x, Py_ssize_t n):
+cdef inline tuple _tup(object x, Py_ssize_t n, str what):
     # The engine's records are NamedTuples: read as tuples of at least n items (indexing
     # below is unchecked). Indexing a tuple subclass through the object protocol goes by
     # its __getitem__ (a Python-level call, about 200 instructions each); its items are
     # where a tuple's are.
     if not isinstance(x, tuple):
-        raise TypeError(f"expected a tuple, got {type(x).__name__}")
+        raise TypeError(f"{what} must be a tuple, got {type(x).__name__}")
     if PyTuple_GET_SIZE(x) < n:
-        raise TypeError(f"expected a record of {n} fields, got {PyTuple_GET_SIZE(x)}")
+        raise TypeError(f"{what} must have at least {n} fields, got {PyTuple_GET_SIZE(x)}")
     return <tuple>x
 
 
 cdef int _line_result(_Buf b, int field, object line) except -1:
     # LineResult: sku 1, qty 2, granted 3, outcome 4, allocations 5 (location 1, pool 2, qty 3)
-    cdef tuple ln = _tup(line, 5), a
+    cdef tuple ln = _tup(line, 5, "LineResult"), a
     cdef Py_ssize_t s = b.open(field), s2
     b.text_field(1, ln[0])
     b.int_field(2, ln[1])
     b.int_field(3, ln[2])
     b.int_field(4, ln[3])
-    for x in _tup(ln[4], 0):
-        a = _tup(x, 3)
+    for x in _tup(ln[4], 0, "LineResult.allocations"):
+        a = _tup(x, 3, "Allocation")
         s2 = b.open(5)
         b.text_field(1, a[0])
         b.text_field(2, a[1])
@@ -197,18 +197,18 @@ cdef int _line_result(_Buf b, int field, object line) except -1:
 
 cdef int _result(_Buf b, object result) except -1:
     # Result: outcome 1, reservation 2, replayed 3, lines 4 (only without a reservation)
-    cdef tuple r = _tup(result, 4), res, c
+    cdef tuple r = _tup(result, 4, "Result"), res, c
     cdef Py_ssize_t s
     b.int_field(1, r[0])
     if r[1] is not None:
         # Reservation: reservation_id 1, channel 2, state 3, lines 4, customer 5,
         # campaign 6, created_ms 7, expires_ms 8, resolved_ms 9, committed 10
-        res = _tup(r[1], 10)
+        res = _tup(r[1], 10, "Reservation")
         s = b.open(2)
         b.text_field(1, res[0])
         b.text_field(2, res[1])
         b.int_field(3, res[2])
-        for ln in _tup(res[3], 0):
+        for ln in _tup(res[3], 0, "Reservation.lines"):
             _line_result(b, 4, ln)
         b.text_field(5, res[4])
         b.text_field(6, res[5])
@@ -216,8 +216,8 @@ cdef int _result(_Buf b, object result) except -1:
         b.int_field(8, res[7])
         if res[8] is not None:
             b.int_field(9, res[8])
-        for x in _tup(res[9], 0):
-            c = _tup(x, 2)
+        for x in _tup(res[9], 0, "Reservation.committed"):
+            c = _tup(x, 2, "a committed line")
             s2 = b.open(10)
             b.text_field(1, c[0])
             b.int_field(2, c[1])
@@ -226,7 +226,7 @@ cdef int _result(_Buf b, object result) except -1:
     if r[2]:
         b.int_field(3, 1)
     if r[1] is None:
-        for ln in _tup(r[3], 0):
+        for ln in _tup(r[3], 0, "Result.lines"):
             _line_result(b, 4, ln)
     return 0
 

@@ -57,7 +57,7 @@ class ReservationsService(reservations_pb2_grpc.ReservationsServicer):
 
     def __init__(self, engine: Engine, auth: Authenticator, admission: Admission, *,
                  session_inflight_ops_max: int, message_bytes_max: int,
-                 unary_group_wait_ms: int = 0,
+                 unary_group_wait_ms: int,
                  on_failure: Callable[[BaseException], None] = lambda exc: None) -> None:
         self._engine = engine
         self._aio = engine.aio

@@ -22,8 +22,8 @@ TEXT = st.text(max_size=12)  # any code point but lone surrogates: unicode ids i
 INT64 = st.integers(-(2**63), 2**63 - 1)
 UINT64 = st.integers(0, 2**64 - 1)
 INT32 = st.integers(-(2**31), 2**31 - 1)
-OUTCOMES = st.integers(0, 8)
-STATES = st.integers(1, 4)
+OUTCOMES = st.sampled_from(sorted(T.Outcome.values()))  # every outcome the wire has
+STATES = st.sampled_from(sorted(v for v in T.State.values() if v))  # 0: no state
 
 
 def by_protobuf(rid, channel, lines, customer, campaign, ttl_ms, partial, prefer) -> bytes:

@@ -168,3 +168,11 @@ def test_a_deadline_cut_while_retrying_unavailable_is_told_as_unavailable():
     assert after_retries(DeadlineExceeded("deadline"), None).code == "DEADLINE_EXCEEDED"
     bad = after_retries(Unavailable("x"), down)
     assert bad.message == "x"
+
+
+def test_the_longest_client_timeout_is_the_longest_hold() -> None:
+    """limits.TIMEOUT_S_MAX says it is the engine's longest TTL: they must not drift."""
+    from stockgate.clients import limits
+    from stockgate.engine import limits as engine_limits
+
+    assert limits.TIMEOUT_S_MAX * 1000 == engine_limits.TTL_MS_MAX

@@ -191,8 +191,9 @@ def test_a_record_too_short_or_not_a_tuple_is_refused_not_read_past_its_end() ->
         qty: int
 
     ok = Result(Outcome.OK, None, False, ())
-    for bad in (Result(Outcome.OK, None, False, (Short("s", 1),)),
-                ok._replace(lines=[LineResult("s", 1, 1, Outcome.OK, ())]),
-                ok._replace(reservation=("r", "web"))):
-        with pytest.raises(TypeError):
+    for bad, named in ((Result(Outcome.OK, None, False, (Short("s", 1),)), "LineResult"),
+                       (ok._replace(lines=[LineResult("s", 1, 1, Outcome.OK, ())]),
+                        "Result.lines"),
+                       (ok._replace(reservation=("r", "web")), "Reservation")):
+        with pytest.raises(TypeError, match=f"^{named} must"):
             encode([(1, bad)])
