@@ -132,16 +132,11 @@ cdef class _Buf:
         return 0
 
     cdef inline int text_field(self, int field, object s) except -1:
-        cdef Py_ssize_t n
-        cdef const char *p
-        if s is None:
+        # a singular string: not written when unset or empty (proto3's default); anything
+        # not a str goes on to string_field, which refuses it
+        if s is None or (isinstance(s, str) and not s):
             return 0
-        p = PyUnicode_AsUTF8AndSize(s, &n)
-        if n == 0:
-            return 0
-        self.varint(<uint64_t>(field << 3 | WT_LEN))
-        self.varint(<uint64_t>n)
-        return self.raw(<const unsigned char *>p, n)
+        return self.string_field(field, s)
 
     cdef int string_field(self, int field, object s) except -1:
         # an element of a repeated string: written even when empty

@@ -162,14 +162,18 @@ def test_an_answer_reads_as_protobuf_reads_it(m) -> None:
     raw = m.SerializeToString()
     got = _codec.read_session_response(raw, wire._TYPES)
     assert got is not None
-    assert got == protobuf_answers(m)
-    # Same records, same types: tuples of the clients' classes, enums as members.
-    for (_, res, _), (_, want, _) in zip(got[0], protobuf_answers(m)[0]):
-        assert type(res) is type(want)
-        if res is not None:
-            assert type(res.outcome) is type(want.outcome)
-            if res.reservation is not None:
-                assert type(res.reservation.state) is type(want.reservation.state)
+    want = protobuf_answers(m)
+    assert got == want
+    # Same records, same types all the way down: tuples of the clients' classes (Result,
+    # LineResult, Allocation, ErrorAnswer...), enums as members, not plain ints or tuples.
+    assert_same_types(got, want)
+
+
+def assert_same_types(got, want) -> None:
+    assert type(got) is type(want), (got, want)
+    if isinstance(want, (tuple, list)):
+        for g, w in zip(got, want, strict=True):
+            assert_same_types(g, w)
 
 
 def frame(operation_result: bytes) -> bytes:

@@ -28,7 +28,7 @@ def test_every_file_a_cython_module_includes_ships_in_the_sdist():
     import re
     import tomllib
 
-    manifest = (ROOT / "MANIFEST.in").read_text()
+    manifest = (ROOT / "MANIFEST.in").read_text().splitlines()  # whole lines: no comments
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     for pyx in sorted(ROOT.glob("*/*.pyx")):
         globs = data["package-data"].get(f"stockgate.{pyx.parent.name}", [])
