@@ -177,31 +177,6 @@ cdef object _allocation(Cur *c, _Types t):
     return _new(t.allocation_t, (location, pool, qty))
 
 
-cdef object _sku_qty(Cur *c):
-    # a Line (sku 1, qty 2) as (sku, qty)
-    cdef Cur m
-    cdef uint64_t tag
-    cdef int seen = 0, f
-    cdef object sku = ""
-    cdef int64_t qty = 0
-    if not _sub(c, &m):
-        return None
-    while m.p < m.end:
-        tag = _tag(&m)
-        f = _field_once(tag, &seen, 2)
-        if f == 1 and tag & 7 == WT_LEN:
-            sku = _text(&m)
-            if sku is None:
-                return None
-        elif f == 2 and tag & 7 == WT_VARINT:
-            qty = <int64_t>_varint(&m)
-        else:
-            return None
-        if m.bad:
-            return None
-    return (sku, qty)
-
-
 cdef object _line_result(Cur *c, _Types t):
     cdef Cur m
     cdef uint64_t tag
@@ -258,7 +233,7 @@ cdef object _reservation(Cur *c, _Types t):
             lines.append(x)
             continue
         if tag == (10 << 3 | WT_LEN):  # repeated Line: committed
-            x = _sku_qty(&m)
+            x = _line(&m)
             if x is None:
                 return None
             committed.append(x)

@@ -1,6 +1,7 @@
-# The protobuf wire format's primitives, shared by the two Session codecs
-# (server/_codec.pyx and clients/_codec.pyx): included, not imported, so that each stays
-# one extension with its calls inlined. The includer cimports what these use:
+# The protobuf wire format's primitives (and the Line message both sides read), shared
+# by the two Session codecs (server/_codec.pyx and clients/_codec.pyx): included, not
+# imported, so that each stays one extension with its calls inlined. The includer
+# cimports what these use:
 #   from cpython.bytes cimport ...; from cpython.mem cimport PyMem_Free, PyMem_Malloc,
 #   PyMem_Realloc; from cpython.unicode cimport PyUnicode_AsUTF8AndSize,
 #   PyUnicode_DecodeUTF8; from libc.stdint cimport int64_t, uint64_t;
@@ -74,6 +75,32 @@ cdef inline int _field_once(uint64_t tag, int *seen, int field_max) noexcept:
         return 0
     seen[0] |= 1 << f
     return <int>f
+
+
+cdef object _line(Cur *c):
+    # A Line (sku 1, qty 2), in a ReserveRequest or a Reservation's committed, as
+    # (sku, qty); None for anything else (protobuf reads it).
+    cdef Cur m
+    cdef uint64_t tag
+    cdef int seen = 0, f
+    cdef object sku = ""
+    cdef int64_t qty = 0
+    if not _sub(c, &m):
+        return None
+    while m.p < m.end:
+        tag = _tag(&m)
+        f = _field_once(tag, &seen, 2)
+        if f == 1 and tag & 7 == WT_LEN:
+            sku = _text(&m)
+            if sku is None:
+                return None
+        elif f == 2 and tag & 7 == WT_VARINT:
+            qty = <int64_t>_varint(&m)
+        else:
+            return None
+        if m.bad:
+            return None
+    return (sku, qty)
 
 
 # ------------------------------------------------------------------------- writing

@@ -27,33 +27,6 @@ include "../proto/_wire.pxi"
 # Field numbers of stockgate/v1: see reservations.proto and types.proto.
 
 
-cdef object _line(Cur *c):
-    cdef Cur m
-    cdef uint64_t tag
-    cdef object sku = ""
-    cdef int64_t qty = 0
-    cdef int seen = 0
-    if not _sub(c, &m):
-        return None
-    while m.p < m.end:
-        tag = _tag(&m)
-        if tag == 0:
-            return None
-        if tag == (1 << 3 | WT_LEN) and not seen & 1:
-            sku = _text(&m)
-            if sku is None:
-                return None
-            seen |= 1
-        elif tag == (2 << 3 | WT_VARINT) and not seen & 2:
-            qty = <int64_t>_varint(&m)
-            if m.bad:
-                return None
-            seen |= 2
-        else:
-            return None
-    return (sku, qty)
-
-
 cdef object _reserve(Cur *c, object request_t, object ttl_default):
     cdef Cur m
     cdef uint64_t tag
@@ -67,11 +40,6 @@ cdef object _reserve(Cur *c, object request_t, object ttl_default):
         return None
     while m.p < m.end:
         tag = _tag(&m)
-        if tag == 0:
-            return None
-        if tag >> 3 > 8:
-            return None  # not a ReserveRequest field (and never cast a huge one to int)
-        field = <int>(tag >> 3)
         if tag == (3 << 3 | WT_LEN):  # repeated Line
             x = _line(&m)
             if x is None:
@@ -84,9 +52,9 @@ cdef object _reserve(Cur *c, object request_t, object ttl_default):
                 return None
             prefer.append(x)
             continue
-        if field < 1 or field > 7 or seen & (1 << field):
-            return None  # unknown, or given twice: protobuf decides
-        seen |= 1 << field
+        field = _field_once(tag, &seen, 7)
+        if field == 0:
+            return None  # unknown, given twice or a bad tag: protobuf decides
         if field in (1, 2, 4, 5):
             if tag & 7 != WT_LEN:
                 return None
