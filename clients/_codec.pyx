@@ -54,7 +54,7 @@ def reserve_body(object reservation_id, object channel, object lines, object cus
     """A ReserveRequest's bytes, as protobuf writes the message clients/wire.py's
     fill_reserve() fills; None when a value is not in the common shape (str ids, a list of
     (str, int) tuples, 64-bit ints, a list or tuple of str for prefer_locations)."""
-    cdef _Buf b = _Buf()
+    cdef _Buf b
     cdef Py_ssize_t s
     if type(reservation_id) is not str or type(channel) is not str:
         return None
@@ -79,6 +79,7 @@ def reserve_body(object reservation_id, object channel, object lines, object cus
         for x in prefer_locations:
             if type(x) is not str:
                 return None
+    b = _Buf()  # only for a request in the common shape: the others go to protobuf
     try:
         b.text_field(1, reservation_id)
         b.text_field(2, channel)
